@@ -1,0 +1,16 @@
+//! Auto-Order edge: a regional read replica of the Auto-Order primary with an HTTP API.
+//!
+//! # Layout
+//! - [`cli`]: the `auto-order` subcommands (`serve`, `migrate`, `resync`, `prune`, `token`, …).
+//! - [`config`]: configuration read once from the environment.
+//! - [`telemetry`]: tracing subscriber set-up.
+//! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
+//! - [`server`]: the axum application and its start-up/shutdown.
+//!
+//! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod server;
+pub mod telemetry;

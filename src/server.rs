@@ -1,0 +1,1 @@
+//! The axum application: routes, middleware, start-up and graceful shutdown.

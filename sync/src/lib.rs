@@ -1,1 +1,41 @@
+//! The sync engine: keeps a local SQLite replica equal to the primary Postgres.
+//!
+//! ```text
+//!  primary Postgres                               this edge
+//!  ───────────────                                ─────────
+//!  row write ─▶ triggers ─▶ sync.changes ──pull──▶ Engine::step ─▶ Replica::apply ─▶ replica.db
+//!                     └──▶ NOTIFY sync_changes ─wake─┘      │                 (one SQLite txn:
+//!  REPEATABLE READ snapshot ─COPY─▶ Replica::load ◀─resync──┘                  rows + cursor)
+//! ```
+//!
+//! # Layout
+//! - [`catalog`]: the replicated tables and their columns (what both sides must agree on).
+//! - [`pg`]: everything that talks to Postgres: connecting (TLS), pulling changes under the
+//!   horizon, the snapshot, migrations, pruning, and the schema check.
+//! - [`replica`]: everything that touches the SQLite file: schema, reader pool, applying a
+//!   batch, loading a snapshot, the persisted cursor.
+//! - [`engine`]: the state machine (`step()` does one unit of work) and its `run()` loop.
+//! - [`handle`]: what the rest of the process holds: status, "has txid t been applied?",
+//!   resync requests.
+//! - [`error`]: transient vs fatal errors.
+//!
+//! # Progress tracking
+//! The replica's cursor is one number, the **watermark** `W`: every change of every primary
+//! transaction with `txid < W` has been applied. Changes are applied a whole primary
+//! transaction at a time, in the same SQLite transaction that moves `W`, so a crash leaves
+//! either all or nothing of a transaction. See `docs/SYNC.md` for why the cursor is a txid and
+//! not a change id.
 
+pub mod catalog;
+pub mod decode;
+pub mod engine;
+pub mod error;
+pub mod handle;
+pub mod pg;
+pub mod replica;
+
+pub use engine::{Engine, EngineConfig};
+pub use error::SyncError;
+pub use handle::{ResyncReason, SyncHandle, SyncStatus};
+pub use pg::PgConnector;
+pub use replica::Replica;

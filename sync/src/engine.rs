@@ -1,0 +1,380 @@
+//! The sync state machine: one [`Engine::step`] is one unit of work, [`Engine::run`] loops
+//! it until shutdown, backing off on errors.
+//!
+//! ```text
+//!            connect + schema check            pull + apply (until caught up)
+//! Connecting ──────────────────────▶ Streaming ◀──────────────────────────────┐
+//!     ▲         │ no replica yet        │ pruned / primary changed / requested │
+//!     │         ▼                       ▼                                      │
+//!     │       Resync(reason) ─── snapshot COPY ─▶ load in one SQLite txn ──────┘
+//!     └──────── any error (transient: backoff ≤ max; fatal: logged once, slow retry)
+//! ```
+//! An error drops the Postgres connection; the open SQLite transaction, if any, was rolled
+//! back by the failing call, so the replica is always at a whole-batch boundary.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_postgres::Client;
+
+use crate::error::SyncError;
+use crate::handle::{ChangeEvent, Phase, ResyncInfo, ResyncReason, Shared, SyncHandle};
+use crate::pg::pull::{self, PullFrom, PullOutcome};
+use crate::pg::schema::check_primary_schema;
+use crate::pg::snapshot::copy_snapshot;
+use crate::pg::{PgConnector, PrimaryView};
+use crate::replica::Replica;
+use crate::replica::apply::{ApplyBatch, apply_batch};
+use crate::replica::load::load_snapshot;
+use crate::replica::state::ReplicaState;
+
+/// Tuning of the engine; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Changes read per pull (a larger transaction is still read whole).
+    pub batch_size: usize,
+    /// Fallback poll when no NOTIFY arrives (a rolled-back or long transaction moves the
+    /// horizon without notifying).
+    pub poll_interval: Duration,
+    /// First and largest pause after a transient error.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Pause after a fatal error before trying again.
+    pub fatal_retry: Duration,
+    /// A pull that takes longer is abandoned (a black-holed primary).
+    pub pull_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            batch_size: 10_000,
+            poll_interval: Duration::from_millis(500),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            fatal_retry: Duration::from_secs(30),
+            pull_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Connected,
+    Applied { changes: usize, caught_up: bool },
+    Resynced { reason: ResyncReason, rows: u64 },
+}
+
+enum State {
+    Connecting,
+    Streaming,
+    Resync(ResyncReason),
+}
+
+pub struct Engine {
+    connector: PgConnector,
+    config: EngineConfig,
+    shared: Arc<Shared>,
+    client: Option<Client>,
+    state: State,
+    last_backlog_count: Option<Instant>,
+}
+
+impl Engine {
+    /// Builds an engine over an opened replica; nothing runs until [`Engine::run`] or
+    /// [`Engine::step`].
+    pub async fn new(
+        connector: PgConnector,
+        replica: Replica,
+        config: EngineConfig,
+    ) -> Result<(Engine, SyncHandle), SyncError> {
+        let persisted = replica.state().await?;
+        let watermark = persisted.as_ref().map_or(0, |s| s.watermark);
+        let shared = Arc::new(Shared {
+            status: Default::default(),
+            watermark: watch::Sender::new(watermark),
+            resync_requested: Default::default(),
+            wake: Arc::new(Notify::new()),
+            events: broadcast::channel(1024).0,
+            replica,
+        });
+        shared.update(|s| {
+            s.ready = persisted.is_some();
+            s.watermark = watermark;
+            s.last_change_at = persisted.as_ref().and_then(|p| micros(p.last_change_at_us));
+        });
+        let handle = SyncHandle {
+            shared: shared.clone(),
+        };
+        let engine = Engine {
+            connector,
+            config,
+            shared,
+            client: None,
+            state: State::Connecting,
+            last_backlog_count: None,
+        };
+        Ok((engine, handle))
+    }
+
+    /// Does one unit of work: connect, pull and apply one batch, or resync.
+    pub async fn step(&mut self) -> Result<Step, SyncError> {
+        if !matches!(self.state, State::Connecting)
+            && self.shared.resync_requested.swap(false, Ordering::SeqCst)
+        {
+            self.state = State::Resync(ResyncReason::Requested);
+        }
+        match self.state {
+            State::Connecting => self.connect().await,
+            State::Streaming => self.pull_and_apply().await,
+            State::Resync(reason) => self.resync(reason).await,
+        }
+    }
+
+    /// Runs until `shutdown` completes. Never returns early: errors are retried.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = self.config.min_backoff;
+        let mut last_error: Option<String> = None;
+        loop {
+            let result = tokio::select! {
+                _ = &mut shutdown => break,
+                result = self.step() => result,
+            };
+            let pause = match result {
+                Ok(Step::Applied {
+                    caught_up: true, ..
+                }) => {
+                    backoff = self.config.min_backoff;
+                    if last_error.take().is_some() {
+                        tracing::info!("sync recovered");
+                    }
+                    self.config.poll_interval
+                }
+                Ok(_) => continue,
+                Err(err) => {
+                    let pause = if err.is_fatal() {
+                        self.config.fatal_retry
+                    } else {
+                        backoff
+                    };
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    self.fail(&err, &mut last_error);
+                    pause
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.shared.update(|s| s.phase = Phase::Stopped);
+        tracing::info!("sync engine stopped");
+    }
+
+    /// Connects (if needed) and rebuilds the replica from a snapshot right now. For the
+    /// `resync` command; the running engine uses [`SyncHandle::request_resync`].
+    pub async fn resync_now(&mut self) -> Result<Step, SyncError> {
+        if self.client.is_none() {
+            self.connect().await?;
+        }
+        self.resync(ResyncReason::Requested).await
+    }
+
+    async fn connect(&mut self) -> Result<Step, SyncError> {
+        self.shared.update(|s| s.phase = Phase::Connecting);
+        let client = self
+            .connector
+            .connect(Some(self.shared.wake.clone()))
+            .await?;
+        check_primary_schema(&client).await?;
+        self.client = Some(client);
+        self.state = match self.shared.replica.state().await? {
+            None => State::Resync(ResyncReason::EmptyReplica),
+            Some(_) => State::Streaming,
+        };
+        self.shared.update(|s| s.primary_reachable = true);
+        tracing::info!("connected to the primary");
+        Ok(Step::Connected)
+    }
+
+    async fn pull_and_apply(&mut self) -> Result<Step, SyncError> {
+        let Some(local) = self.shared.replica.state().await? else {
+            self.state = State::Resync(ResyncReason::EmptyReplica);
+            return Ok(Step::Connected);
+        };
+        let client = self.client.as_mut().expect("streaming implies connected");
+        let from = PullFrom {
+            watermark: local.watermark,
+            snapshot: local.snapshot.as_deref(),
+            max_changes: self.config.batch_size,
+        };
+        let pulled = tokio::time::timeout(
+            self.config.pull_timeout,
+            pull::pull(client, from, |view| needs_resync(&local, view)),
+        )
+        .await
+        .map_err(|_| SyncError::Transient("pull timed out".into()))??;
+        let pulled = match pulled {
+            PullOutcome::NeedsResync(reason) => {
+                tracing::warn!(?reason, "the change log cannot bring this replica up to date");
+                self.state = State::Resync(reason);
+                return Ok(Step::Connected);
+            }
+            PullOutcome::Pulled(p) => p,
+        };
+
+        let (changes, caught_up) = (pulled.changes.len(), pulled.caught_up);
+        let backlog = self.backlog(local.watermark, caught_up).await;
+        if pulled.next_watermark != local.watermark {
+            let batch = ApplyBatch {
+                from_watermark: local.watermark,
+                next_watermark: pulled.next_watermark,
+                pulled_xmax: pulled.view.xmax,
+                changes: pulled.changes,
+            };
+            let applied = self
+                .shared
+                .replica
+                .with_writer(move |conn| apply_batch(conn, &batch))
+                .await?;
+            self.shared.watermark.send_replace(applied.watermark);
+            if !applied.touched.is_empty() {
+                let _ = self
+                    .shared
+                    .events
+                    .send(Arc::new(ChangeEvent::Rows(applied.touched)));
+            }
+            self.shared.update(|s| {
+                s.watermark = applied.watermark;
+                s.last_change_at = micros(applied.last_change_at_us);
+                s.applied_batches += 1;
+                s.applied_changes += applied.applied as u64;
+            });
+        }
+        self.shared.update(|s| {
+            s.phase = if caught_up {
+                Phase::Streaming
+            } else {
+                Phase::CatchingUp
+            };
+            s.primary_reachable = true;
+            s.primary_horizon = Some(pulled.view.xmin);
+            s.last_pull_at = Some(Utc::now());
+            s.last_error = None;
+            s.last_error_fatal = false;
+            if backlog.is_some() {
+                s.backlog = backlog;
+            }
+        });
+        Ok(Step::Applied { changes, caught_up })
+    }
+
+    /// Counts the backlog for the status, at most every two seconds while catching up.
+    async fn backlog(&mut self, watermark: u64, caught_up: bool) -> Option<u64> {
+        if caught_up {
+            return Some(0);
+        }
+        if self
+            .last_backlog_count
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return None;
+        }
+        self.last_backlog_count = Some(Instant::now());
+        let client = self.client.as_ref()?;
+        pull::count_backlog(client, watermark, 10_000_000).await.ok()
+    }
+
+    async fn resync(&mut self, reason: ResyncReason) -> Result<Step, SyncError> {
+        tracing::info!(?reason, "resync started");
+        self.shared.update(|s| s.phase = Phase::Resyncing);
+        let started = Instant::now();
+        let client = self.client.as_mut().expect("resync implies connected");
+        let (sink, items) = mpsc::channel(8);
+        let load = self
+            .shared
+            .replica
+            .with_writer(move |conn| load_snapshot(conn, items));
+        let (copied, loaded) = tokio::join!(copy_snapshot(client, sink), load);
+        let rows = copied?;
+        let state = loaded?;
+
+        self.state = State::Streaming;
+        self.publish_resync(&state, reason, rows, started.elapsed());
+        tracing::info!(
+            ?reason,
+            rows,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "resync finished"
+        );
+        Ok(Step::Resynced { reason, rows })
+    }
+
+    fn publish_resync(
+        &self,
+        state: &ReplicaState,
+        reason: ResyncReason,
+        rows: u64,
+        took: Duration,
+    ) {
+        self.shared.watermark.send_replace(state.watermark);
+        let _ = self.shared.events.send(Arc::new(ChangeEvent::Everything));
+        self.shared.update(|s| {
+            s.ready = true;
+            s.watermark = state.watermark;
+            s.resyncs += 1;
+            s.last_pull_at = Some(Utc::now());
+            s.last_resync = Some(ResyncInfo {
+                reason,
+                at: Utc::now(),
+                rows,
+                duration_ms: took.as_millis() as u64,
+            });
+        });
+    }
+
+    /// Records a failed step: drops the connection, logs once per distinct error.
+    fn fail(&mut self, err: &SyncError, last_error: &mut Option<String>) {
+        self.client = None;
+        self.state = State::Connecting;
+        let message = err.to_string();
+        if last_error.as_deref() != Some(message.as_str()) {
+            if err.is_fatal() {
+                tracing::error!(error = %message, "sync stopped: fatal error, retrying slowly");
+            } else {
+                tracing::warn!(error = %message, "sync failed, retrying with backoff");
+            }
+        }
+        *last_error = Some(message.clone());
+        let fatal = err.is_fatal();
+        self.shared.update(|s| {
+            s.phase = Phase::Retrying;
+            s.primary_reachable = fatal;
+            s.last_error = Some(message);
+            s.last_error_fatal = fatal;
+        });
+    }
+}
+
+/// Decides, from what the primary says, whether the log can still bring `local` up to date.
+fn needs_resync(local: &ReplicaState, view: &PrimaryView) -> Option<ResyncReason> {
+    let other_system = matches!((local.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
+    if other_system || local.primary_epoch != view.epoch || view.xmax < local.watermark {
+        return Some(ResyncReason::PrimaryChanged);
+    }
+    if view.pruned_below > local.watermark {
+        return Some(ResyncReason::Pruned);
+    }
+    None
+}
+
+fn micros(us: Option<i64>) -> Option<chrono::DateTime<Utc>> {
+    us.and_then(|us| Utc.timestamp_micros(us).single())
+}

@@ -1,0 +1,58 @@
+//! Everything that talks to the primary Postgres.
+//!
+//! - [`connect`]: connection settings from `DATABASE_URL`, TLS through rustls when asked.
+//! - [`pull`]: reading the change log below the snapshot horizon.
+//! - [`snapshot`]: copying every replicated table out of one `REPEATABLE READ` snapshot.
+//! - [`migrate`]: the embedded, versioned migrations of `sql/postgres`.
+//! - [`prune`]: trimming the change log and recording the prune point.
+//! - [`schema`]: checking the primary's tables against the [`crate::catalog`].
+
+pub mod connect;
+pub mod migrate;
+pub mod prune;
+pub mod pull;
+pub mod schema;
+pub mod snapshot;
+
+pub use connect::PgConnector;
+
+/// What the primary says about itself at the start of a pull or a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryView {
+    /// `pg_control_system().system_identifier`, when the role may read it.
+    pub system_id: Option<i64>,
+    /// The sync epoch created by the migrations.
+    pub epoch: String,
+    /// Changes of transactions with txid below this may have been pruned.
+    pub pruned_below: u64,
+    /// Every transaction with txid below this has finished (the horizon).
+    pub xmin: u64,
+    /// No transaction with txid at or above this had started.
+    pub xmax: u64,
+}
+
+/// Reads the [`PrimaryView`] inside the caller's (repeatable read) transaction.
+pub(crate) async fn read_view(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<(PrimaryView, String), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "select sync.system_identifier(),
+                    (select epoch::text from sync.identity),
+                    (select pruned_below::text::bigint from sync.prune_point),
+                    pg_snapshot_xmin(s)::text::bigint,
+                    pg_snapshot_xmax(s)::text::bigint,
+                    s::text
+               from pg_current_snapshot() s",
+            &[],
+        )
+        .await?;
+    let view = PrimaryView {
+        system_id: row.get(0),
+        epoch: row.get(1),
+        pruned_below: row.get::<_, i64>(2) as u64,
+        xmin: row.get::<_, i64>(3) as u64,
+        xmax: row.get::<_, i64>(4) as u64,
+    };
+    Ok((view, row.get(5)))
+}

@@ -1,0 +1,181 @@
+//! Reading the change log below the horizon, whole transactions at a time.
+//!
+//! A pull runs in one `REPEATABLE READ READ ONLY` transaction: it reads the primary's view
+//! (identity, prune point, the snapshot's xmin `h` and xmax) and then the changes with
+//! `watermark <= txid < h`, in `(txid, id)` order. Every transaction below `h` has finished,
+//! so nothing can appear there later. The batch is cut at a transaction boundary; a single
+//! transaction larger than the batch is read whole.
+
+use tokio_postgres::{Client, Row};
+
+use super::{PrimaryView, read_view};
+use crate::error::SyncError;
+use crate::handle::ResyncReason;
+
+/// One row of `sync.changes`, still in its wire form (decoding happens on the applier's
+/// blocking thread).
+#[derive(Debug, Clone)]
+pub struct RawChange {
+    pub txid: u64,
+    pub table: String,
+    pub row_id: String,
+    pub op: Op,
+    pub version: i64,
+    /// The JSON row image; `None` for deletes.
+    pub data: Option<String>,
+    pub changed_at_us: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// Where the replica stands, as the pull needs it.
+#[derive(Debug, Clone)]
+pub struct PullFrom<'a> {
+    pub watermark: u64,
+    /// The last resync's snapshot, while it still matters: its visible changes are skipped.
+    pub snapshot: Option<&'a str>,
+    pub max_changes: usize,
+}
+
+/// Whole transactions read from the log.
+#[derive(Debug)]
+pub struct Pulled {
+    pub view: PrimaryView,
+    pub changes: Vec<RawChange>,
+    /// The watermark once these changes are applied.
+    pub next_watermark: u64,
+    /// True when everything below the horizon was read.
+    pub caught_up: bool,
+}
+
+const CHANGE_COLUMNS: &str = "id, txid::text::bigint, table_name, row_id, op, version, data::text,
+    (extract(epoch from changed_at) * 1000000)::bigint";
+
+/// What a pull found.
+#[derive(Debug)]
+pub enum PullOutcome {
+    Pulled(Pulled),
+    /// The log cannot bring this replica up to date; only a resync can.
+    NeedsResync(ResyncReason),
+}
+
+/// Reads the primary's view and, through `check`, lets the caller refuse to go on (a
+/// changed identity, a pruned cursor) before any change is read.
+pub async fn pull(
+    client: &mut Client,
+    from: PullFrom<'_>,
+    check: impl FnOnce(&PrimaryView) -> Option<ResyncReason>,
+) -> Result<PullOutcome, SyncError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let (view, _) = read_view(&tx).await?;
+    if let Some(reason) = check(&view) {
+        return Ok(PullOutcome::NeedsResync(reason));
+    }
+
+    let horizon = view.xmin;
+    let limit = from.max_changes.max(1);
+    let rows = tx
+        .query(
+            &format!(
+                "select {CHANGE_COLUMNS} from sync.changes
+                  where txid >= $1::bigint::text::xid8 and txid < $2::bigint::text::xid8
+                    and ($3::text is null or not pg_visible_in_snapshot(txid, $3::text::pg_snapshot))
+                  order by txid, id
+                  limit $4"
+            ),
+            &[
+                &(from.watermark as i64),
+                &(horizon as i64),
+                &from.snapshot,
+                &(limit as i64),
+            ],
+        )
+        .await?;
+
+    let (mut changes, mut last_id) = (Vec::with_capacity(rows.len()), 0i64);
+    for row in &rows {
+        last_id = row.get(0);
+        changes.push(raw_change(row)?);
+    }
+
+    if rows.len() < limit {
+        tx.commit().await?;
+        return Ok(PullOutcome::Pulled(Pulled {
+            view,
+            changes,
+            next_watermark: horizon.max(from.watermark),
+            caught_up: true,
+        }));
+    }
+
+    let last_txid = changes.last().map(|c| c.txid).unwrap_or(from.watermark);
+    let next_watermark = if changes.first().map(|c| c.txid) != Some(last_txid) {
+        // Several transactions: drop the last one, which the limit may have cut.
+        changes.retain(|c| c.txid != last_txid);
+        last_txid
+    } else {
+        // One transaction larger than the batch: read the rest of it.
+        let rest = tx
+            .query(
+                &format!(
+                    "select {CHANGE_COLUMNS} from sync.changes
+                      where txid = $1::bigint::text::xid8 and id > $2 order by id"
+                ),
+                &[&(last_txid as i64), &last_id],
+            )
+            .await?;
+        for row in &rest {
+            changes.push(raw_change(row)?);
+        }
+        last_txid + 1
+    };
+    tx.commit().await?;
+    Ok(PullOutcome::Pulled(Pulled {
+        view,
+        changes,
+        next_watermark,
+        caught_up: false,
+    }))
+}
+
+/// How many changes wait below the horizon, counted up to `cap` (an index-only estimate
+/// for the status; not used for correctness).
+pub async fn count_backlog(client: &Client, watermark: u64, cap: i64) -> Result<u64, SyncError> {
+    let row = client
+        .query_one(
+            "select count(*) from (select 1 from sync.changes
+              where txid >= $1::bigint::text::xid8
+                and txid < pg_snapshot_xmin(pg_current_snapshot()) limit $2) s",
+            &[&(watermark as i64), &cap],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+fn raw_change(row: &Row) -> Result<RawChange, SyncError> {
+    let op = match row.get::<_, &str>(4) {
+        "I" => Op::Insert,
+        "U" => Op::Update,
+        "D" => Op::Delete,
+        other => return Err(SyncError::fatal(format!("unknown change op {other:?}"))),
+    };
+    Ok(RawChange {
+        txid: row.get::<_, i64>(1) as u64,
+        table: row.get(2),
+        row_id: row.get(3),
+        op,
+        version: row.get(5),
+        data: row.get(6),
+        changed_at_us: row.get(7),
+    })
+}

@@ -1,0 +1,203 @@
+//! Applying pulled changes to the replica.
+//!
+//! One call is one SQLite transaction holding whole primary transactions and the new
+//! watermark, so a reader (or a crash) sees all of a primary transaction or none of it.
+//!
+//! Changes arrive in txid order, which is not commit order: a transaction with a lower txid
+//! can commit after one with a higher txid and touch the same row. Each row image therefore
+//! carries a version from one global sequence and is applied only if it is newer than what
+//! the replica holds; a delete leaves a tombstone with its version so that an older upsert
+//! arriving later cannot resurrect the row. A tombstone is dropped once the watermark passes
+//! the `xmax` of the snapshot its delete was pulled under: every change older than the
+//! delete belongs to a transaction below that point.
+
+use std::collections::BTreeSet;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
+
+use super::state::{ReplicaState, read_state, write_state};
+use crate::catalog::{self, Table};
+use crate::decode::row_from_json;
+use crate::error::SyncError;
+use crate::pg::pull::{Op, RawChange};
+
+/// A pulled batch, ready to apply.
+#[derive(Debug)]
+pub struct ApplyBatch {
+    /// The watermark the batch was pulled from; if the replica's differs (a resync ran in
+    /// between) the batch is refused.
+    pub from_watermark: u64,
+    pub next_watermark: u64,
+    /// `xmax` of the snapshot the batch was pulled under (tombstone expiry).
+    pub pulled_xmax: u64,
+    pub changes: Vec<RawChange>,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    /// Changes that changed a row (newer than what the replica held).
+    pub applied: usize,
+    /// Changes that were older than the replica's row or tombstone.
+    pub skipped: usize,
+    /// `(table, owner_id)` pairs whose rows changed: what caches must forget.
+    pub touched: BTreeSet<(&'static str, String)>,
+    pub watermark: u64,
+    pub last_change_at_us: Option<i64>,
+}
+
+pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied, SyncError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(mut state) = read_state(&tx)? else {
+        return Err(SyncError::Transient("replica has no sync state".into()));
+    };
+    if state.watermark != batch.from_watermark {
+        return Err(SyncError::Transient(format!(
+            "replica cursor moved from {} to {} during a pull (a resync ran)",
+            batch.from_watermark, state.watermark
+        )));
+    }
+
+    let mut out = Applied::default();
+    for change in &batch.changes {
+        let table = catalog::table(&change.table).ok_or_else(|| {
+            SyncError::fatal(format!(
+                "replica schema does not match the primary: change for unknown table {:?}",
+                change.table
+            ))
+        })?;
+        let owner = match change.op {
+            Op::Insert | Op::Update => upsert(&tx, table, change)?,
+            Op::Delete => delete(&tx, table, change, batch.pulled_xmax)?,
+        };
+        match owner {
+            Some(owner) => {
+                out.applied += 1;
+                out.touched.insert((table.name, owner));
+            }
+            None => out.skipped += 1,
+        }
+    }
+
+    advance(&tx, &mut state, batch)?;
+    tx.commit()?;
+    out.watermark = state.watermark;
+    out.last_change_at_us = state.last_change_at_us;
+    Ok(out)
+}
+
+/// Moves the cursor, expires tombstones and the resync snapshot.
+fn advance(
+    tx: &rusqlite::Transaction<'_>,
+    state: &mut ReplicaState,
+    batch: &ApplyBatch,
+) -> Result<(), SyncError> {
+    state.watermark = batch.next_watermark;
+    if let Some(newest) = batch.changes.iter().map(|c| c.changed_at_us).max() {
+        state.last_change_at_us = Some(state.last_change_at_us.unwrap_or(0).max(newest));
+    }
+    if state.snapshot_xmax.is_some_and(|x| x <= state.watermark) {
+        state.snapshot = None;
+        state.snapshot_xmax = None;
+    }
+    tx.prepare_cached("delete from sync_tombstones where drop_at <= ?1")?
+        .execute([state.watermark as i64])?;
+    write_state(tx, state)?;
+    Ok(())
+}
+
+/// Inserts or updates the row if the change is newer than the row and any tombstone.
+/// Returns the row's owner when it changed something.
+fn upsert(
+    tx: &rusqlite::Transaction<'_>,
+    table: &'static Table,
+    change: &RawChange,
+) -> Result<Option<String>, SyncError> {
+    let data = change.data.as_deref().ok_or_else(|| {
+        SyncError::fatal(format!("{} change without a row image", table.name))
+    })?;
+    let values = row_from_json(table, data)?;
+    if values.first() != Some(&Value::Text(change.row_id.clone())) {
+        return Err(SyncError::fatal(format!(
+            "{} change for row {} carries another id",
+            table.name, change.row_id
+        )));
+    }
+    let changed = tx
+        .prepare_cached(&upsert_sql(table))?
+        .execute(params_from_iter(values.iter()))?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    tx.prepare_cached("delete from sync_tombstones where table_name = ?1 and row_id = ?2")?
+        .execute(params![table.name, change.row_id])?;
+    Ok(Some(owner_of(table, &values)))
+}
+
+/// Deletes the row if the delete is newer, and records the tombstone.
+fn delete(
+    tx: &rusqlite::Transaction<'_>,
+    table: &'static Table,
+    change: &RawChange,
+    pulled_xmax: u64,
+) -> Result<Option<String>, SyncError> {
+    let owner: Option<String> = tx
+        .prepare_cached(&format!(
+            "delete from {} where id = ?1 and version < ?2 returning owner_id",
+            table.name
+        ))?
+        .query_row(params![change.row_id, change.version], |r| r.get(0))
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    tx.prepare_cached(
+        "insert into sync_tombstones (table_name, row_id, version, drop_at)
+         values (?1, ?2, ?3, ?4)
+         on conflict (table_name, row_id) do update set
+             version = max(version, excluded.version), drop_at = max(drop_at, excluded.drop_at)",
+    )?
+    .execute(params![
+        table.name,
+        change.row_id,
+        change.version,
+        pulled_xmax as i64
+    ])?;
+    Ok(owner)
+}
+
+fn owner_of(table: &Table, values: &[Value]) -> String {
+    let index = table.columns.iter().position(|c| c.name == "owner_id");
+    match index.and_then(|i| values.get(i)) {
+        Some(Value::Text(owner)) => owner.clone(),
+        _ => String::new(),
+    }
+}
+
+/// `insert … select … where no newer tombstone … on conflict do update … where newer`.
+fn upsert_sql(table: &Table) -> String {
+    let names: Vec<&str> = table.column_names().collect();
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let version_param = names
+        .iter()
+        .position(|n| *n == "version")
+        .map(|i| i + 1)
+        .expect("replicated tables have a version column");
+    let updates: Vec<String> = names
+        .iter()
+        .skip(1)
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    format!(
+        "insert into {t} ({cols}) select {vals}
+          where not exists (select 1 from sync_tombstones
+                             where table_name = '{t}' and row_id = ?1 and version >= ?{v})
+         on conflict (id) do update set {updates} where excluded.version > {t}.version",
+        t = table.name,
+        cols = names.join(", "),
+        vals = placeholders.join(", "),
+        v = version_param,
+        updates = updates.join(", "),
+    )
+}

@@ -1,0 +1,111 @@
+//! The local SQLite replica: one file, one writer (the engine), a pool of readers.
+//!
+//! Settings are Litestream-compatible: WAL mode (readers never block the writer and keep
+//! their snapshot while a batch or a whole resync is being written), `synchronous=NORMAL`,
+//! a busy timeout, and no file swaps or `VACUUM INTO`.
+//!
+//! - [`state`]: the persisted cursor and the primary identity it belongs to.
+//! - [`apply`]: applying pulled changes (version checks, tombstones, cursor).
+//! - [`load`]: replacing the whole replica with a snapshot, in one transaction.
+
+pub mod apply;
+pub mod load;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::SyncError;
+
+/// The replica schema, applied at every open (idempotent).
+const SCHEMA: &str = include_str!("../../../sql/sqlite/replica.sql");
+
+/// How long a connection waits on the file lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub type ReaderPool = r2d2::Pool<SqliteConnectionManager>;
+
+/// The replica file. Cheap to clone.
+#[derive(Clone)]
+pub struct Replica {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: ReaderPool,
+}
+
+impl Replica {
+    /// Opens (creating if needed) the replica at `path` with `readers` pooled read-only
+    /// connections.
+    pub fn open(path: &Path, readers: u32) -> Result<Replica, SyncError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SyncError::fatal(format!("cannot create replica directory {dir:?}: {e}"))
+            })?;
+        }
+        let writer = Connection::open(path)?;
+        writer.busy_timeout(BUSY_TIMEOUT)?;
+        writer.execute_batch(
+            "pragma journal_mode = wal;
+             pragma synchronous = normal;
+             pragma foreign_keys = off;
+             pragma temp_store = memory;
+             pragma cache_size = -65536;",
+        )?;
+        writer.execute_batch(SCHEMA)?;
+
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|c| {
+                c.busy_timeout(BUSY_TIMEOUT)?;
+                c.execute_batch("pragma query_only = on; pragma cache_size = -16384;")
+            });
+        let readers = r2d2::Pool::builder()
+            .max_size(readers.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(5))
+            .build(manager)?;
+        Ok(Replica {
+            path: path.to_owned(),
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pool of read-only connections (blocking: use from `spawn_blocking`).
+    pub fn readers(&self) -> &ReaderPool {
+        &self.readers
+    }
+
+    /// Runs `f` with the single writer connection on a blocking thread, in the caller's
+    /// span.
+    pub async fn with_writer<T, F>(&self, f: F) -> Result<T, SyncError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, SyncError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let writer = self.writer.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            // A panic while holding the lock poisons it; the connection itself is still
+            // consistent (SQLite rolled the open transaction back), so keep using it.
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| SyncError::Transient(format!("replica writer task failed: {e}")))?
+    }
+
+    /// The persisted sync state, `None` before the first snapshot.
+    pub async fn state(&self) -> Result<Option<state::ReplicaState>, SyncError> {
+        self.with_writer(|conn| Ok(state::read_state(conn)?)).await
+    }
+}

@@ -1,8 +1,110 @@
-//! The `auto-order` command line.
+//! The `auto-order` command line: one binary, one subcommand per job.
+//!
+//! Exit codes: 0 success, 1 a runtime failure, 2 bad configuration or usage.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// Runs the CLI and maps failures to exit codes.
+use anyhow::Context;
+use auto_order_sync::pg::{migrate, prune};
+use auto_order_sync::{Engine, EngineConfig, PgConnector, Replica};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::server::{Application, shutdown_signal};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "auto-order",
+    version,
+    about = "Auto-Order edge: a regional replica and API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the edge: sync the replica from the primary and serve HTTP on PORT.
+    Serve,
+    /// Apply the Postgres migrations (safe to run from several instances at once).
+    Migrate,
+    /// Rebuild the local replica from a snapshot of the primary.
+    Resync,
+    /// Trim the primary's change log.
+    Prune {
+        /// Delete changes older than this (e.g. 7d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+        older_than: Duration,
+    },
+}
+
+/// Parses the command line, runs the command, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => return config_failure(&err),
+    };
+    telemetry::init(&config.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("auto-order: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "command failed");
+            eprintln!("auto-order: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_failure(err: &ConfigError) -> ExitCode {
+    eprintln!("auto-order: {err}");
+    ExitCode::from(2)
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let mut client = connector(&config)?.connect(None).await?;
+            let applied = migrate::run_migrations(&mut client).await?;
+            tracing::info!(applied = ?applied, "migrations up to date");
+            println!("migrations up to date ({} applied now)", applied.len());
+            Ok(())
+        }
+        Command::Resync => {
+            let replica =
+                Replica::open(&config.replica_path(), 1).context("Failed to open the replica")?;
+            let (mut engine, _) =
+                Engine::new(connector(&config)?, replica, EngineConfig::default()).await?;
+            let step = engine.resync_now().await?;
+            println!("resync finished: {step:?}");
+            Ok(())
+        }
+        Command::Prune { older_than } => {
+            let mut client = connector(&config)?.connect(None).await?;
+            let report = prune::prune_changes(&mut client, older_than).await?;
+            println!(
+                "pruned {} changes; the log now starts at txid {}",
+                report.deleted, report.pruned_below
+            );
+            Ok(())
+        }
+    }
+}
+
+fn connector(config: &Config) -> anyhow::Result<PgConnector> {
+    PgConnector::from_url(config.database_url()).map_err(anyhow::Error::msg)
 }

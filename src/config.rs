@@ -1,1 +1,160 @@
-//! Configuration read once from the environment.
+//! Configuration, read once from the environment at start-up.
+//!
+//! Every variable the binary reads is listed here (see also the README):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/auto_order` outside production | the primary; `?sslmode=require` for TLS |
+//! | `PORT` | `8080` | HTTP port |
+//! | `DATA_DIR` | `./data` | where `replica.db` and the JWKS cache live |
+//! | `LOG_LEVEL` | `info` | `error`…`trace`, or a tracing filter (`RUST_LOG` wins if set) |
+//! | `APP_ENV` / `NODE_ENV` | `development` | `production` makes `DATABASE_URL` and Auth0 settings mandatory |
+//! | `FLY_REGION` / `PRIMARY_REGION` | unset | this instance's region and the primary's; the primary-region instance prunes the change log |
+//! | `CHANGE_RETENTION` | `7d` | how long the change log is kept by the automatic prune |
+//! | `SYNC_POLL_INTERVAL_MS` | `500` | fallback poll of the change log when no NOTIFY arrives |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The default local database, for development only.
+pub const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/auto_order";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The primary's URL; holds a password, so never printed.
+    pub database_url: SecretString,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub production: bool,
+    pub region: Option<String>,
+    pub primary_region: Option<String>,
+    pub change_retention: Duration,
+    pub poll_interval: Duration,
+}
+
+/// A configuration problem, stated in one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Reads the configuration through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = get("APP_ENV").or_else(|| get("NODE_ENV"));
+        let production = env
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case("production"));
+        let database_url = match get("DATABASE_URL") {
+            Some(url) => url,
+            None if production => {
+                return Err(ConfigError("DATABASE_URL is required in production".into()));
+            }
+            None => DEV_DATABASE_URL.to_owned(),
+        };
+        Ok(Config {
+            database_url: SecretString::from(database_url),
+            port: parse(&get, "PORT", 8080)?,
+            data_dir: get("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from),
+            log_level: get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
+            production,
+            region: get("FLY_REGION"),
+            primary_region: get("PRIMARY_REGION"),
+            change_retention: duration(&get, "CHANGE_RETENTION", "7d")?,
+            poll_interval: Duration::from_millis(parse(&get, "SYNC_POLL_INTERVAL_MS", 500)?),
+        })
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+
+    pub fn replica_path(&self) -> PathBuf {
+        self.data_dir.join("replica.db")
+    }
+
+    /// The instance in the primary's region (or a single-region deployment) prunes the log.
+    pub fn is_primary_region(&self) -> bool {
+        match (&self.region, &self.primary_region) {
+            (Some(here), Some(primary)) => here == primary,
+            _ => true,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError(format!("{name}={raw:?} is not valid: {e}"))),
+    }
+}
+
+fn duration(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let raw = get(name).unwrap_or_else(|| default.to_owned());
+    humantime::parse_duration(&raw).map_err(|e| {
+        ConfigError(format!(
+            "{name}={raw:?} is not a duration like 7d or 12h: {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn production_without_a_database_url_is_refused() {
+        let err = config(&[("NODE_ENV", "production")]).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_port_names_the_variable() {
+        let err = config(&[("PORT", "eighty")]).unwrap_err();
+        assert!(err.to_string().contains("PORT=\"eighty\""), "{err}");
+    }
+
+    #[test]
+    fn the_url_is_not_in_the_debug_output() {
+        let c = config(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn only_the_primary_region_prunes() {
+        let edge = config(&[("FLY_REGION", "lhr"), ("PRIMARY_REGION", "iad")]).unwrap();
+        let primary = config(&[("FLY_REGION", "iad"), ("PRIMARY_REGION", "iad")]).unwrap();
+        assert!(!edge.is_primary_region());
+        assert!(primary.is_primary_region());
+    }
+}

@@ -5,10 +5,12 @@
 //! - [`config`]: configuration read once from the environment.
 //! - [`telemetry`]: tracing subscriber set-up.
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
-//! - [`server`]: the axum application and its start-up/shutdown.
+//! - [`server`]: the application: start-up, background tasks, graceful shutdown.
+//! - [`api`]: the HTTP routes.
 //!
 //! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;

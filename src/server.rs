@@ -1,1 +1,157 @@
-//! The axum application: routes, middleware, start-up and graceful shutdown.
+//! The application: opens the replica, starts the sync engine (and, in the primary region,
+//! the change-log pruner), serves HTTP, and stops all of it cleanly.
+//!
+//! Shutdown order on SIGTERM: stop accepting connections and drain in-flight requests, then
+//! stop the engine between two steps, so no SQLite transaction is cut and the cursor on
+//! disk matches what was applied.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use auto_order_sync::{Engine, EngineConfig, PgConnector, Replica, SyncHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+
+/// Pooled read-only SQLite connections for the HTTP handlers.
+const REPLICA_READERS: u32 = 8;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    engine: Engine,
+    connector: PgConnector,
+}
+
+impl Application {
+    /// Opens the replica, prepares the engine and binds the port (0 picks a free one).
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let connector = PgConnector::from_url(config.database_url()).map_err(anyhow::Error::msg)?;
+        let replica = Replica::open(&config.replica_path(), REPLICA_READERS)
+            .with_context(|| format!("Failed to open the replica {:?}", config.replica_path()))?;
+        let engine_config = EngineConfig {
+            poll_interval: config.poll_interval,
+            ..EngineConfig::default()
+        };
+        let (engine, sync) = Engine::new(connector.clone(), replica, engine_config)
+            .await
+            .context("Failed to read the replica's sync state")?;
+        let address = SocketAddr::from(([0, 0, 0, 0], config.port));
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("Failed to bind {address}"))?;
+        let state = AppState {
+            config: Arc::new(config),
+            sync,
+        };
+        Ok(Application {
+            listener,
+            state,
+            engine,
+            connector,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn sync(&self) -> SyncHandle {
+        self.state.sync.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains and stops the background tasks.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let port = self.port();
+        let stop = CancellationToken::new();
+        let engine = tokio::spawn(self.engine.run(stop.clone().cancelled_owned()));
+        let pruner = self.state.config.is_primary_region().then(|| {
+            spawn_pruner(
+                self.connector.clone(),
+                self.state.config.clone(),
+                stop.clone(),
+            )
+        });
+
+        tracing::info!(port, region = ?self.state.config.region, "serving");
+        let app = api::app(self.state.clone());
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+        stop.cancel();
+        let _ = engine.await;
+        if let Some(pruner) = pruner {
+            let _ = pruner.await;
+        }
+        tracing::info!("stopped");
+        served.context("HTTP server failed")
+    }
+}
+
+/// Prunes the change log every hour (only in the primary region).
+fn spawn_pruner(
+    connector: PgConnector,
+    config: Arc<Config>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let result = async {
+                let mut client = connector.connect(None).await?;
+                auto_order_sync::pg::prune::prune_changes(&mut client, config.change_retention)
+                    .await
+            }
+            .await;
+            match result {
+                Ok(report) => tracing::info!(
+                    deleted = report.deleted,
+                    pruned_below = report.pruned_below,
+                    "change log pruned"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "change log prune failed; will retry in an hour")
+                }
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

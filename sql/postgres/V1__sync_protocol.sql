@@ -25,7 +25,7 @@ create index changes_changed_at on sync.changes (changed_at);
 
 -- Who this primary is. The epoch is created once by this migration; a primary that is
 -- restored from a logical dump into a new cluster keeps the epoch but not the system
--- identifier, and an operator can start a new epoch by hand (docs/OPERATIONS.md).
+-- identifier, and an operator can start a new epoch by hand (docs/DEPLOY.md).
 create table sync.identity (
     singleton         boolean     primary key default true check (singleton),
     epoch             uuid        not null default gen_random_uuid(),

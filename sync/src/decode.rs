@@ -19,8 +19,22 @@ pub fn format_timestamp(ts: DateTime<Utc>) -> String {
 
 /// Decodes a JSON row image into the table's column values, in catalog order.
 pub fn row_from_json(table: &Table, json: &str) -> Result<Vec<Value>, SyncError> {
-    let image: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
-        .map_err(|e| decode_error(table, "row image", &e.to_string()))?;
+    let image: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| decode_error(table, "row image", &e.to_string()))?;
+    if image.len() != table.columns.len() {
+        // A column added on the primary that this binary does not know: applying the rest
+        // would silently drop it. Stop instead (the operator deploys the matching binary).
+        let unknown: Vec<&str> = image
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !table.columns.iter().any(|c| c.name == *k))
+            .collect();
+        return Err(SyncError::fatal(format!(
+            "replica schema does not match the primary: {} has columns {unknown:?} that \
+             this binary does not know",
+            table.name
+        )));
+    }
     table
         .columns
         .iter()
@@ -28,8 +42,7 @@ pub fn row_from_json(table: &Table, json: &str) -> Result<Vec<Value>, SyncError>
             let raw = image
                 .get(column.name)
                 .ok_or_else(|| decode_error(table, column.name, "missing from the row image"))?;
-            value_from_json(column.kind, raw)
-                .map_err(|why| decode_error(table, column.name, &why))
+            value_from_json(column.kind, raw).map_err(|why| decode_error(table, column.name, &why))
         })
         .collect()
 }

@@ -223,7 +223,10 @@ impl Engine {
         .map_err(|_| SyncError::Transient("pull timed out".into()))??;
         let pulled = match pulled {
             PullOutcome::NeedsResync(reason) => {
-                tracing::warn!(?reason, "the change log cannot bring this replica up to date");
+                tracing::warn!(
+                    ?reason,
+                    "the change log cannot bring this replica up to date"
+                );
                 self.state = State::Resync(reason);
                 return Ok(Step::Connected);
             }
@@ -289,7 +292,9 @@ impl Engine {
         }
         self.last_backlog_count = Some(Instant::now());
         let client = self.client.as_ref()?;
-        pull::count_backlog(client, watermark, 10_000_000).await.ok()
+        pull::count_backlog(client, watermark, 10_000_000)
+            .await
+            .ok()
     }
 
     async fn resync(&mut self, reason: ResyncReason) -> Result<Step, SyncError> {
@@ -365,7 +370,8 @@ impl Engine {
 
 /// Decides, from what the primary says, whether the log can still bring `local` up to date.
 fn needs_resync(local: &ReplicaState, view: &PrimaryView) -> Option<ResyncReason> {
-    let other_system = matches!((local.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
+    let other_system =
+        matches!((local.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
     if other_system || local.primary_epoch != view.epoch || view.xmax < local.watermark {
         return Some(ResyncReason::PrimaryChanged);
     }

@@ -39,3 +39,6 @@ pub use error::SyncError;
 pub use handle::{ResyncReason, SyncHandle, SyncStatus};
 pub use pg::PgConnector;
 pub use replica::Replica;
+
+/// The SQLite binding the replica is built on, for readers of the replica.
+pub use rusqlite;

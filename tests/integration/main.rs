@@ -1,1 +1,14 @@
+//! Integration tests against a real Postgres (`TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`): every test creates its own database and
+//! temp dir. One test binary keeps link times down.
 
+mod support;
+
+mod migrate;
+mod serve;
+mod sync_atomicity;
+mod sync_convergence;
+mod sync_crash;
+mod sync_ordering;
+mod sync_recovery;
+mod sync_resync;

@@ -197,7 +197,11 @@ mod tests {
                 .unwrap()
                 .uses_tls()
         );
-        assert!(!PgConnector::from_url("postgres://u@h/db").unwrap().uses_tls());
+        assert!(
+            !PgConnector::from_url("postgres://u@h/db")
+                .unwrap()
+                .uses_tls()
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub async fn run_migrations(client: &mut Client) -> Result<Vec<String>, SyncErro
         .await?;
     let result = embedded::migrations::runner()
         .set_abort_divergent(true)
-        .set_abort_missing(true)
+        // A rolled-back (older) binary runs `migrate` as its release command against a
+        // database that already has newer migrations: that is fine, they are additive.
+        .set_abort_missing(false)
         .run_async(client)
         .await;
     // Unlock whatever happened; a failed unlock only matters if the session lives on.

@@ -40,7 +40,10 @@ pub async fn prune_changes(
         .map(|row| row.get(0));
     let Some(cut) = cut else {
         let current: i64 = tx
-            .query_one("select pruned_below::text::bigint from sync.prune_point", &[])
+            .query_one(
+                "select pruned_below::text::bigint from sync.prune_point",
+                &[],
+            )
             .await?
             .get(0);
         tx.commit().await?;

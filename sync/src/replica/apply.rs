@@ -114,9 +114,10 @@ fn upsert(
     table: &'static Table,
     change: &RawChange,
 ) -> Result<Option<String>, SyncError> {
-    let data = change.data.as_deref().ok_or_else(|| {
-        SyncError::fatal(format!("{} change without a row image", table.name))
-    })?;
+    let data = change
+        .data
+        .as_deref()
+        .ok_or_else(|| SyncError::fatal(format!("{} change without a row image", table.name)))?;
     let values = row_from_json(table, data)?;
     if values.first() != Some(&Value::Text(change.row_id.clone())) {
         return Err(SyncError::fatal(format!(

@@ -22,7 +22,9 @@ pub fn load_snapshot(
     mut items: mpsc::Receiver<SnapshotItem>,
 ) -> Result<ReplicaState, SyncError> {
     let Some(SnapshotItem::Begin(meta)) = items.blocking_recv() else {
-        return Err(SyncError::Transient("snapshot ended before it began".into()));
+        return Err(SyncError::Transient(
+            "snapshot ended before it began".into(),
+        ));
     };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for table in TABLES {

@@ -1,0 +1,79 @@
+//! `GET /api/health`: liveness plus the replica's status.
+//!
+//! 200 while the replica can serve reads (even if the primary is down: `status` says
+//! `degraded` and how stale), 503 before the first snapshot has been loaded.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+
+/// A replica whose last successful pull is older than this is reported as degraded.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health", get(get_health))
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthView {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub region: Option<String>,
+    pub replica: ReplicaView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplicaView {
+    pub ready: bool,
+    pub phase: auto_order_sync::handle::Phase,
+    pub watermark: u64,
+    pub primary_horizon: Option<u64>,
+    pub primary_reachable: bool,
+    /// Milliseconds since the last successful pull from the primary.
+    pub last_pull_age_ms: Option<u64>,
+    /// Milliseconds since the newest applied change was made on the primary.
+    pub last_change_age_ms: Option<u64>,
+    pub backlog: Option<u64>,
+    pub last_error: Option<String>,
+    pub resyncs: u64,
+}
+
+async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthView>) {
+    let s = state.sync.status();
+    let pull_age = s.since_last_pull();
+    let fresh = pull_age.is_some_and(|age| age < STALE_AFTER);
+    let status = if s.ready && s.primary_reachable && fresh {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let code = if s.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let view = HealthView {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        region: state.config.region.clone(),
+        replica: ReplicaView {
+            ready: s.ready,
+            phase: s.phase,
+            watermark: s.watermark,
+            primary_horizon: s.primary_horizon,
+            primary_reachable: s.primary_reachable,
+            last_pull_age_ms: pull_age.map(|d| d.as_millis() as u64),
+            last_change_age_ms: s.last_change_age().map(|d| d.as_millis() as u64),
+            backlog: s.backlog,
+            last_error: s.last_error,
+            resyncs: s.resyncs,
+        },
+    };
+    (code, Json(view))
+}

@@ -1,0 +1,145 @@
+//! Recovery without an operator: pruned history and a replaced primary lead to a resync by
+//! themselves; an unreachable primary is retried until it returns (guarantee 5); a schema
+//! mismatch is reported as fatal while reads go on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use auto_order_sync::handle::ResyncReason;
+use auto_order_sync::pg::prune::prune_changes;
+
+use crate::support::edge::{assert_same_as_primary, fast_config};
+use crate::support::{Relay, TestDb, TestEdge, wait_until};
+
+async fn insert_products(db: &TestDb, owner: &str, n: i64) {
+    db.client
+        .execute(
+            "insert into products (owner_id, name) select $1, 'p' || g from generate_series(1, $2::bigint) g",
+            &[&owner, &n],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_cursor_behind_the_prune_point_resyncs_by_itself() {
+    // Arrange: a synced edge, stopped; changes it has not seen are then pruned.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
+    insert_products(&db, "before", 10).await;
+    edge.catch_up(&db).await;
+    edge.stop().await;
+    insert_products(&db, "missed", 10).await;
+    db.client
+        .execute("delete from products where owner_id = 'before'", &[])
+        .await
+        .unwrap();
+    let mut client = db.connect().await;
+    let report = prune_changes(&mut client, Duration::ZERO).await.unwrap();
+    assert!(report.deleted > 0);
+
+    // Act
+    let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
+    edge.catch_up(&db).await;
+
+    // Assert
+    let last = edge.handle.status().last_resync.expect("a resync ran");
+    assert_eq!(last.reason, ResyncReason::Pruned);
+    assert_same_as_primary(&db, &edge).await;
+}
+
+#[tokio::test]
+async fn a_replaced_primary_is_detected_and_the_replica_rebuilt() {
+    // Arrange: a replica of one primary...
+    let old = TestDb::new().await;
+    insert_products(&old, "old", 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start(&old.url, dir.path(), fast_config()).await;
+    edge.catch_up(&old).await;
+    edge.stop().await;
+
+    // Act: ...pointed at another one (a new sync epoch, as after a restore elsewhere).
+    let new = TestDb::new().await;
+    insert_products(&new, "new", 7).await;
+    let edge = TestEdge::start(&new.url, dir.path(), fast_config()).await;
+    edge.catch_up(&new).await;
+
+    // Assert
+    let last = edge.handle.status().last_resync.expect("a resync ran");
+    assert_eq!(last.reason, ResyncReason::PrimaryChanged);
+    assert_same_as_primary(&new, &edge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_primary_is_retried_and_the_edge_catches_up_when_it_returns() {
+    // Arrange: an edge reaching Postgres through a relay.
+    let db = TestDb::new().await;
+    let mut relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], 5432))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start(&relay.url_for(&db.url), dir.path(), fast_config()).await;
+    insert_products(&db, "before", 3).await;
+    edge.catch_up(&db).await;
+
+    // Act: cut the primary off (connection refused), write meanwhile, then restore.
+    relay.cut();
+    let handle = edge.handle.clone();
+    wait_until("the edge notices", Duration::from_secs(30), || {
+        let h = handle.clone();
+        async move { !h.status().primary_reachable && h.status().last_error.is_some() }
+    })
+    .await;
+    insert_products(&db, "during", 4).await;
+    let reader = edge.reader();
+    let served: i64 = reader
+        .query_row("select count(*) from products", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        served, 3,
+        "reads go on from the replica while the primary is away"
+    );
+    relay.restore().await;
+
+    // Assert
+    edge.catch_up(&db).await;
+    assert!(edge.handle.status().primary_reachable);
+    assert_same_as_primary(&db, &edge).await;
+}
+
+#[tokio::test]
+async fn a_primary_schema_the_binary_does_not_know_is_a_fatal_error_in_the_status() {
+    // Arrange: a synced edge.
+    let db = TestDb::new().await;
+    insert_products(&db, "u", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
+    edge.catch_up(&db).await;
+
+    // Act: the primary gains a column this binary's replica does not have.
+    db.client
+        .batch_execute(
+            "alter table products add column colour text;
+             update products set colour = 'red';",
+        )
+        .await
+        .unwrap();
+
+    // Assert: a fatal, precise error; the replica keeps its data.
+    let handle = edge.handle.clone();
+    wait_until("fatal error reported", Duration::from_secs(30), || {
+        let h = handle.clone();
+        async move { h.status().last_error_fatal }
+    })
+    .await;
+    let error = edge.handle.status().last_error.unwrap();
+    assert!(
+        error.contains("replica schema does not match the primary"),
+        "{error}"
+    );
+    assert!(error.contains("colour"), "{error}");
+    let rows: i64 = edge
+        .reader()
+        .query_row("select count(*) from products", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+}

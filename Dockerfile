@@ -43,7 +43,8 @@ RUN touch src/main.rs src/lib.rs sync/src/lib.rs \
 FROM debian:bookworm-slim AS runtime
 
 # ca-certificates: TLS to Postgres/Auth0 if the binary uses the system roots;
-# tini: PID 1 outside Fly (signal forwarding, zombie reaping).
+# tini: signal forwarding and zombie reaping. `-s` (subreaper) because on Fly, Fly's
+# own init is PID 1 and tini would otherwise warn at every start.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tini \
@@ -75,5 +76,5 @@ WORKDIR /data
 # "auto-order migrate"` must not be prefixed by the binary again.
 # Usage: docker run IMAGE                        -> auto-order serve
 #        docker run IMAGE auto-order migrate     -> migrations only
-ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/docker-entrypoint.sh"]
+ENTRYPOINT ["/usr/bin/tini", "-s", "--", "/usr/local/bin/docker-entrypoint.sh"]
 CMD ["auto-order", "serve"]

@@ -1,0 +1,215 @@
+//! Sync benchmark: catch-up apply rate and resync rate, beside a bare `COPY` of the same
+//! tables measured in the same run. Prints a markdown table.
+//!
+//! ```text
+//! cargo run --release --bin sync-bench -- [--changes 1000000] [--rows 1000000]
+//! ```
+//! Uses `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to create
+//! and drop a scratch database, and a temp dir for the replica.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use auto_order_sync::pg::migrate::run_migrations;
+use auto_order_sync::{Engine, EngineConfig, PgConnector, Replica, SyncHandle};
+use futures_util::StreamExt;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+struct Args {
+    changes: i64,
+    rows: i64,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        changes: 1_000_000,
+        rows: 1_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value: i64 = it
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse()?;
+        match flag.as_str() {
+            "--changes" => args.changes = value,
+            "--rows" => args.rows = value,
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let server = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("ao_bench_{}", std::process::id());
+    let admin = connect(&server).await?;
+    admin.batch_execute(&format!("create database {name}")).await?;
+    let url = match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => anyhow::bail!("BENCH_DATABASE_URL needs a database path"),
+    };
+    let result = run(&url, &args).await;
+    admin
+        .batch_execute(&format!("drop database {name} with (force)"))
+        .await?;
+    result
+}
+
+async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
+    let mut client = connect(url).await?;
+    run_migrations(&mut client).await?;
+    let dir = tempfile::tempdir()?;
+
+    // A replica of the empty database, then stopped while the backlog is written.
+    let (handle, stop, task) = start_edge(url, dir.path()).await?;
+    catch_up(&client, &handle).await?;
+    stop.cancel();
+    task.await?;
+    eprintln!("writing a backlog of {} changes…", args.changes);
+    write_backlog(&client, args.changes).await?;
+
+    // Catch-up: apply the whole backlog from the log.
+    let (handle, stop, task) = start_edge(url, dir.path()).await?;
+    let started = Instant::now();
+    catch_up(&client, &handle).await?;
+    let catch_up_time = started.elapsed();
+    let applied = handle.status().applied_changes;
+
+    // Resync: top the tables up to `rows`, then a forced snapshot + load.
+    let present: i64 = client
+        .query_one("select (select count(*) from products) + (select count(*) from orders)", &[])
+        .await?
+        .get(0);
+    if present < args.rows {
+        client
+            .execute(
+                "insert into products (owner_id, name) select 'bench', 'r' || g
+                   from generate_series(1, $1::bigint) g",
+                &[&(args.rows - present)],
+            )
+            .await?;
+        catch_up(&client, &handle).await?;
+    }
+    let rows: i64 = client
+        .query_one("select (select count(*) from products) + (select count(*) from orders)", &[])
+        .await?
+        .get(0);
+    let copy_time = bare_copy(&client).await?;
+    let resyncs = handle.status().resyncs;
+    let started = Instant::now();
+    handle.request_resync();
+    while handle.status().resyncs == resyncs {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let resync_time = started.elapsed();
+    stop.cancel();
+    task.await?;
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| catch-up: {applied} changes applied from the log | {:.2} s, **{:.0} changes/s** |",
+        catch_up_time.as_secs_f64(),
+        applied as f64 / catch_up_time.as_secs_f64()
+    );
+    println!(
+        "| resync: {rows} rows (snapshot COPY + load) | {:.2} s, **{:.0} rows/s** |",
+        resync_time.as_secs_f64(),
+        rows as f64 / resync_time.as_secs_f64()
+    );
+    println!(
+        "| bare `COPY` of the same tables to nowhere | {:.2} s ({:.0} rows/s) |",
+        copy_time.as_secs_f64(),
+        rows as f64 / copy_time.as_secs_f64()
+    );
+    println!(
+        "| resync time / bare COPY time | **{:.2}×** |",
+        resync_time.as_secs_f64() / copy_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    let connector = PgConnector::from_url(url).map_err(anyhow::Error::msg)?;
+    Ok(connector.connect(None).await?)
+}
+
+async fn start_edge(
+    url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(SyncHandle, CancellationToken, tokio::task::JoinHandle<()>)> {
+    let connector = PgConnector::from_url(url).map_err(anyhow::Error::msg)?;
+    let replica = Replica::open(&dir.join("replica.db"), 2)?;
+    let (engine, handle) = Engine::new(connector, replica, EngineConfig::default()).await?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    Ok((handle, stop, task))
+}
+
+/// Waits until everything committed so far is applied.
+async fn catch_up(client: &Client, handle: &SyncHandle) -> anyhow::Result<()> {
+    let fence: i64 = client
+        .query_one("select pg_current_xact_id()::text::bigint", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        handle
+            .wait_applied(fence as u64, Duration::from_secs(3600))
+            .await,
+        "the replica did not catch up: {:?}",
+        handle.status()
+    );
+    Ok(())
+}
+
+/// 80% inserts in 10k-row transactions, 20% updates of those rows.
+async fn write_backlog(client: &Client, changes: i64) -> anyhow::Result<()> {
+    let inserts = changes * 8 / 10;
+    let mut done = 0;
+    while done < inserts {
+        let n = (inserts - done).min(10_000);
+        client
+            .execute(
+                "insert into products (owner_id, name, unit, price_cents)
+                 select 'user-' || (g % 1000), 'product ' || g, 'kg', g % 5000
+                   from generate_series(1, $1::bigint) g",
+                &[&n],
+            )
+            .await?;
+        done += n;
+    }
+    let updates = changes - inserts;
+    let mut done = 0;
+    while done < updates {
+        let n = (updates - done).min(10_000);
+        client
+            .execute(
+                "update products set reorder_quantity = reorder_quantity + 1, updated_at = now()
+                  where id in (select id from products order by version limit $1)",
+                &[&n],
+            )
+            .await?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Time to stream both replicated tables out with `COPY … TO STDOUT`, discarding the bytes.
+async fn bare_copy(client: &Client) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for table in ["products", "orders"] {
+        let stream = client
+            .copy_out(&format!("copy {table} to stdout"))
+            .await?;
+        futures_util::pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            std::hint::black_box(chunk?);
+        }
+    }
+    Ok(started.elapsed())
+}

@@ -35,10 +35,12 @@ struct JoseHeader {
     crit: Option<serde_json::Value>,
 }
 
+/// `sub` and `exp` are optional here so that their absence is reported by the validation
+/// as a missing claim rather than as a malformed token.
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
-    exp: u64,
+    sub: Option<String>,
+    exp: Option<u64>,
     #[serde(default)]
     permissions: Vec<String>,
     #[serde(default)]
@@ -90,7 +92,10 @@ impl Verifier {
     }
 
     pub(crate) fn cached_entries(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.entry_count())
+        self.cache.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
     }
 
     pub(crate) async fn verify(&self, jwks: &Jwks, token: &str) -> Result<AuthUser, AuthError> {
@@ -129,11 +134,11 @@ impl Verifier {
 
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(reason)?;
         let claims = data.claims;
-        if claims.sub.is_empty() {
+        let (Some(sub), Some(exp)) = (claims.sub.filter(|s| !s.is_empty()), claims.exp) else {
             return Err(AuthError::InvalidToken("missing required claim"));
-        }
+        };
         let user = AuthUser {
-            sub: claims.sub,
+            sub,
             permissions: claims.permissions,
             scopes: claims
                 .scope
@@ -146,7 +151,7 @@ impl Verifier {
         if let (Some(cache), Some(key)) = (&self.cache, cache_key) {
             let cached = Cached {
                 user: user.clone(),
-                exp: claims.exp,
+                exp,
                 epoch,
             };
             cache.insert(key, cached);

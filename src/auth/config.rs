@@ -118,7 +118,11 @@ impl AuthSettings {
         data_dir: &Path,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, AuthConfigError> {
-        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let production = ["APP_ENV", "NODE_ENV"]
             .iter()
             .any(|name| get(name).is_some_and(|v| v.eq_ignore_ascii_case("production")));
@@ -127,7 +131,10 @@ impl AuthSettings {
             (Some(url), _) => Some(normalize_issuer(&url, "AUTH0_ISSUER_BASE_URL")?),
             (None, Some(domain)) => {
                 let host = domain.trim_start_matches("https://").trim_end_matches('/');
-                Some(normalize_issuer(&format!("https://{host}/"), "AUTH0_DOMAIN")?)
+                Some(normalize_issuer(
+                    &format!("https://{host}/"),
+                    "AUTH0_DOMAIN",
+                )?)
             }
             (None, None) => None,
         };

@@ -44,7 +44,10 @@ impl DevIssuer {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
                 }
                 let key = KeyPair::from_pkcs8(&der).map_err(|e| {
-                    anyhow::anyhow!("{} is not a valid RSA key ({e}); delete it to create a new one", path.display())
+                    anyhow::anyhow!(
+                        "{} is not a valid RSA key ({e}); delete it to create a new one",
+                        path.display()
+                    )
                 })?;
                 Ok(Self::from_key(key))
             }
@@ -78,7 +81,9 @@ impl DevIssuer {
                 Ok(Self::from_key(key))
             }
             // Another process created it first: use theirs, so all tokens verify.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Self::load_or_create(data_dir)
+            }
             Err(e) => Err(e).with_context(|| format!("Failed to write {}", path.display())),
         }
     }
@@ -88,7 +93,8 @@ impl DevIssuer {
         let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
         let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
         // A stable kid derived from the public key.
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{n}.{e}").as_bytes());
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{n}.{e}").as_bytes());
         let kid = format!("dev-{}", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]));
         let jwk = json!({ "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e });
         Self { key, kid, jwk }
@@ -129,7 +135,10 @@ impl DevIssuer {
                 &mut signature,
             )
             .map_err(|_| anyhow::anyhow!("Failed to sign the dev token"))?;
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
     }
 }
 

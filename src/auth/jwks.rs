@@ -120,8 +120,16 @@ impl Jwks {
         if next.keys.is_empty() && !current.keys.is_empty() {
             return;
         }
-        let added = next.keys.keys().filter(|k| !current.keys.contains_key(*k)).count();
-        let removed = current.keys.keys().filter(|k| !next.keys.contains_key(*k)).count();
+        let added = next
+            .keys
+            .keys()
+            .filter(|k| !current.keys.contains_key(*k))
+            .count();
+        let removed = current
+            .keys
+            .keys()
+            .filter(|k| !next.keys.contains_key(*k))
+            .count();
         if removed > 0 {
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }

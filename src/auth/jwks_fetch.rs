@@ -62,9 +62,15 @@ impl Remote {
             .await
             .map_err(|e| format!("request failed: {}", e.without_url()))?;
         if !response.status().is_success() {
-            return Err(format!("issuer answered HTTP {}", response.status().as_u16()));
+            return Err(format!(
+                "issuer answered HTTP {}",
+                response.status().as_u16()
+            ));
         }
-        if response.content_length().is_some_and(|n| n as usize > MAX_JWKS_BYTES) {
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_JWKS_BYTES)
+        {
             return Err("JWKS too large".to_owned());
         }
         let mut body = Vec::new();
@@ -78,7 +84,8 @@ impl Remote {
                 return Err("JWKS too large".to_owned());
             }
         }
-        let doc: Value = serde_json::from_slice(&body).map_err(|_| "JWKS is not JSON".to_owned())?;
+        let doc: Value =
+            serde_json::from_slice(&body).map_err(|_| "JWKS is not JSON".to_owned())?;
         let set = KeySet::from_jwks(&doc, Some(SystemTime::now()));
         if set.keys.is_empty() {
             return Err("JWKS has no usable RS256 keys".to_owned());

@@ -99,13 +99,22 @@ impl Authenticator {
                 (Arc::new(Jwks::new(keys, None)), Some(Arc::new(issuer)))
             }
             KeySource::Remote { jwks_url } => {
-                let remote =
-                    jwks_fetch::Remote::new(jwks_url.clone(), &settings.data_dir, settings.fetch_timeout)
-                        .map_err(AuthStartError::Client)?;
+                let remote = jwks_fetch::Remote::new(
+                    jwks_url.clone(),
+                    &settings.data_dir,
+                    settings.fetch_timeout,
+                )
+                .map_err(AuthStartError::Client)?;
                 let persisted = remote.load();
                 let loaded = persisted.is_some();
-                let jwks = Arc::new(Jwks::new(persisted.unwrap_or_else(KeySet::empty), Some(remote)));
-                jwks.stats.lock().unwrap_or_else(|e| e.into_inner()).loaded_from_disk = loaded;
+                let jwks = Arc::new(Jwks::new(
+                    persisted.unwrap_or_else(KeySet::empty),
+                    Some(remote),
+                ));
+                jwks.stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .loaded_from_disk = loaded;
                 refresh::fetch_now(&jwks).await;
                 refresh::spawn_refresher(&jwks, settings.refresh_interval);
                 let keys = jwks.snapshot().keys.len();
@@ -118,7 +127,11 @@ impl Authenticator {
             }
         };
         Ok(Self {
-            inner: Arc::new(Inner { jwks, verifier, dev }),
+            inner: Arc::new(Inner {
+                jwks,
+                verifier,
+                dev,
+            }),
         })
     }
 
@@ -134,7 +147,12 @@ impl Authenticator {
 
     pub fn status(&self) -> JwksStatus {
         let keys = self.inner.jwks.snapshot();
-        let stats = self.inner.jwks.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = self
+            .inner
+            .jwks
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         JwksStatus {
             dev_mode: self.inner.dev.is_some(),
             jwks_url: self.inner.jwks.remote.as_ref().map(|r| r.url.clone()),
@@ -165,7 +183,10 @@ impl Authenticator {
         Router::new().route(
             "/.well-known/jwks.json",
             get(move || async move {
-                ([(axum::http::header::CACHE_CONTROL, "public, max-age=300")], jwks)
+                (
+                    [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+                    jwks,
+                )
             }),
         )
     }

@@ -39,7 +39,11 @@ async fn fetch_locked(jwks: &Jwks) -> bool {
 
 /// Called when a token's `kid` is not in the cache. Fetches at most once per
 /// `min_interval`; returns whether the key is known afterwards.
-pub(crate) async fn refetch_for_unknown_kid(jwks: &Jwks, kid: &str, min_interval: Duration) -> bool {
+pub(crate) async fn refetch_for_unknown_kid(
+    jwks: &Jwks,
+    kid: &str,
+    min_interval: Duration,
+) -> bool {
     if jwks.remote.is_none() {
         return false;
     }
@@ -72,7 +76,8 @@ pub(crate) fn spawn_refresher(jwks: &Arc<Jwks>, interval: Duration) {
                 jittered(interval)
             } else {
                 // 2 s, 4 s, … capped at a minute (and at the normal interval).
-                let backoff = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(60));
+                let backoff =
+                    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(60));
                 jittered(backoff.min(interval))
             };
             tokio::time::sleep(delay).await;

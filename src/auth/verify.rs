@@ -58,7 +58,12 @@ struct Cached {
 struct UntilExp;
 
 impl moka::Expiry<[u8; 32], Cached> for UntilExp {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Cached, _: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        value: &Cached,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
         Some(Duration::from_secs(value.exp.saturating_sub(unix_now())))
     }
 }
@@ -118,7 +123,8 @@ impl Verifier {
         let mut keys = jwks.snapshot();
         if !keys.keys.contains_key(&kid) {
             let found =
-                refresh::refetch_for_unknown_kid(jwks, &kid, self.unknown_kid_refetch_interval).await;
+                refresh::refetch_for_unknown_kid(jwks, &kid, self.unknown_kid_refetch_interval)
+                    .await;
             keys = jwks.snapshot();
             if keys.keys.is_empty() {
                 return Err(AuthError::Unavailable);
@@ -164,7 +170,8 @@ impl Verifier {
 fn check_header(token: &str) -> Result<String, AuthError> {
     const MALFORMED: AuthError = AuthError::InvalidToken("malformed token");
     let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(MALFORMED);
     };
@@ -179,7 +186,9 @@ fn check_header(token: &str) -> Result<String, AuthError> {
     if header.crit.is_some() {
         return Err(AuthError::InvalidToken("unsupported critical header"));
     }
-    let kid = header.kid.ok_or(AuthError::InvalidToken("missing key id"))?;
+    let kid = header
+        .kid
+        .ok_or(AuthError::InvalidToken("missing key id"))?;
     let plausible = !kid.is_empty()
         && kid.len() <= MAX_KID_LEN
         && kid

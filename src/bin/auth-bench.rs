@@ -38,7 +38,10 @@ async fn run(iterations: u32) -> anyhow::Result<()> {
     let distinct: Vec<String> = (0..1_000)
         .map(|i| issuer.mint(&format!("auth0|user-{i}"), &permissions, ttl))
         .collect::<anyhow::Result<_>>()?;
-    println!("token length: {} bytes; {iterations} iterations per scenario", token.len());
+    println!(
+        "token length: {} bytes; {iterations} iterations per scenario",
+        token.len()
+    );
 
     let no_cache = measure(iterations, |_| uncached.verify(&token)).await?;
     report("no cache", no_cache);
@@ -48,7 +51,10 @@ async fn run(iterations: u32) -> anyhow::Result<()> {
     report("cache, hit", hit);
 
     let misses = Authenticator::start(AuthSettings::dev(&dir)).await?;
-    let miss = measure(distinct.len() as u32, |i| misses.verify(&distinct[i as usize])).await?;
+    let miss = measure(distinct.len() as u32, |i| {
+        misses.verify(&distinct[i as usize])
+    })
+    .await?;
     report("cache, miss", miss);
 
     let mixed_auth = Authenticator::start(AuthSettings::dev(&dir)).await?;

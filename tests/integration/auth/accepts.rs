@@ -10,7 +10,9 @@ use super::support::{AUDIENCE, KEYS, TestIssuer, challenge, claims, spawn_api};
 async fn tokens_signed_by_either_published_key_verify_with_permissions_and_scopes() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let auth = Authenticator::start(issuer.settings(dir.path())).await.unwrap();
+    let auth = Authenticator::start(issuer.settings(dir.path()))
+        .await
+        .unwrap();
 
     for key in &KEYS[..2] {
         let user = auth.verify(&key.token(&claims())).await.unwrap();
@@ -19,14 +21,20 @@ async fn tokens_signed_by_either_published_key_verify_with_permissions_and_scope
         assert_eq!(user.permissions, ["read:products", ADMIN_SYNC]);
         assert_eq!(user.scopes, ["openid", "read:orders"]);
     }
-    assert_eq!(issuer.fetches(), 1, "verification needs no fetch beyond start-up");
+    assert_eq!(
+        issuer.fetches(),
+        1,
+        "verification needs no fetch beyond start-up"
+    );
 }
 
 #[tokio::test]
 async fn audience_may_be_an_array_containing_ours() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let auth = Authenticator::start(issuer.settings(dir.path())).await.unwrap();
+    let auth = Authenticator::start(issuer.settings(dir.path()))
+        .await
+        .unwrap();
     let mut claims = claims();
     claims["aud"] = json!(["https://tenant.auth0.com/userinfo", AUDIENCE]);
 
@@ -39,7 +47,9 @@ async fn audience_may_be_an_array_containing_ours() {
 async fn a_key_published_after_start_up_is_fetched_once_then_accepted() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let auth = Authenticator::start(issuer.settings(dir.path())).await.unwrap();
+    let auth = Authenticator::start(issuer.settings(dir.path()))
+        .await
+        .unwrap();
     assert_eq!(issuer.fetches(), 1);
 
     issuer.publish(&KEYS[2]);
@@ -73,7 +83,12 @@ async fn the_background_refresh_picks_up_new_keys() {
 async fn a_handler_taking_auth_user_gets_the_caller() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let api = spawn_api(Authenticator::start(issuer.settings(dir.path())).await.unwrap()).await;
+    let api = spawn_api(
+        Authenticator::start(issuer.settings(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
 
     let response = api.get_me(Some(&KEYS[1].token(&claims()))).await;
 
@@ -88,7 +103,12 @@ async fn a_handler_taking_auth_user_gets_the_caller() {
 async fn a_request_without_a_token_gets_a_bare_bearer_challenge() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let api = spawn_api(Authenticator::start(issuer.settings(dir.path())).await.unwrap()).await;
+    let api = spawn_api(
+        Authenticator::start(issuer.settings(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
 
     let response = api.get_me(None).await;
 
@@ -102,7 +122,12 @@ async fn a_request_without_a_token_gets_a_bare_bearer_challenge() {
 async fn an_admin_route_needs_the_admin_sync_permission() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let api = spawn_api(Authenticator::start(issuer.settings(dir.path())).await.unwrap()).await;
+    let api = spawn_api(
+        Authenticator::start(issuer.settings(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
     let mut without = claims();
     without["permissions"] = json!(["read:products"]);
 
@@ -123,7 +148,9 @@ async fn an_admin_route_needs_the_admin_sync_permission() {
 async fn a_repeated_token_is_served_from_the_verification_cache() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let auth = Authenticator::start(issuer.settings(dir.path())).await.unwrap();
+    let auth = Authenticator::start(issuer.settings(dir.path()))
+        .await
+        .unwrap();
     let token = KEYS[0].token(&claims());
 
     let first = auth.verify(&token).await.unwrap();

@@ -12,7 +12,9 @@ use super::support::{AUDIENCE, ISSUER, KEYS, TestIssuer, claims, dead_url, spawn
 async fn tokens_still_verify_when_the_issuer_goes_down_after_the_first_fetch() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let auth = Authenticator::start(issuer.settings(dir.path())).await.unwrap();
+    let auth = Authenticator::start(issuer.settings(dir.path()))
+        .await
+        .unwrap();
 
     issuer.set_down(true);
     let refreshed = auth.refresh_now().await;
@@ -22,7 +24,10 @@ async fn tokens_still_verify_when_the_issuer_goes_down_after_the_first_fetch() {
     assert_eq!(user.unwrap().sub, "auth0|alice");
     let status = auth.status();
     assert_eq!(status.key_count, 2);
-    assert_eq!(status.last_fetch_error.as_deref(), Some("issuer answered HTTP 503"));
+    assert_eq!(
+        status.last_fetch_error.as_deref(),
+        Some("issuer answered HTTP 503")
+    );
     assert_eq!(status.fetch_failures, 1);
 }
 
@@ -30,11 +35,17 @@ async fn tokens_still_verify_when_the_issuer_goes_down_after_the_first_fetch() {
 async fn a_restart_with_the_issuer_down_verifies_from_the_persisted_jwks() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    drop(Authenticator::start(issuer.settings(dir.path())).await.unwrap());
+    drop(
+        Authenticator::start(issuer.settings(dir.path()))
+            .await
+            .unwrap(),
+    );
     assert!(dir.path().join(JWKS_FILE).exists());
 
     issuer.set_down(true);
-    let restarted = Authenticator::start(issuer.settings(dir.path())).await.unwrap();
+    let restarted = Authenticator::start(issuer.settings(dir.path()))
+        .await
+        .unwrap();
     let user = restarted.verify(&KEYS[0].token(&claims())).await;
 
     assert_eq!(user.unwrap().sub, "auth0|alice");
@@ -49,7 +60,11 @@ async fn a_restart_with_the_issuer_down_verifies_from_the_persisted_jwks() {
 async fn a_jwks_persisted_from_another_issuer_url_is_not_trusted() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    drop(Authenticator::start(issuer.settings(dir.path())).await.unwrap());
+    drop(
+        Authenticator::start(issuer.settings(dir.path()))
+            .await
+            .unwrap(),
+    );
 
     let settings = AuthSettings::for_issuer(ISSUER, AUDIENCE, dead_url().await, dir.path());
     let other = Authenticator::start(settings).await.unwrap();
@@ -63,7 +78,9 @@ async fn a_restart_with_the_issuer_down_and_nothing_persisted_answers_503_withou
     let dir = tempfile::tempdir().unwrap();
     let settings = AuthSettings::for_issuer(ISSUER, AUDIENCE, dead_url().await, dir.path());
 
-    let auth = Authenticator::start(settings).await.expect("starts with the issuer down");
+    let auth = Authenticator::start(settings)
+        .await
+        .expect("starts with the issuer down");
     let direct = auth.verify(&KEYS[0].token(&claims())).await;
     let api = spawn_api(auth.clone()).await;
     let response = api.get_me(Some(&KEYS[0].token(&claims()))).await;
@@ -75,7 +92,12 @@ async fn a_restart_with_the_issuer_down_and_nothing_persisted_answers_503_withou
     assert_eq!(body["error"]["code"], "auth_unavailable");
     let status = auth.status();
     assert_eq!((status.key_count, status.jwks_age_seconds), (0, None));
-    assert!(status.last_fetch_error.unwrap().starts_with("request failed"));
+    assert!(
+        status
+            .last_fetch_error
+            .unwrap()
+            .starts_with("request failed")
+    );
 }
 
 #[tokio::test]
@@ -96,6 +118,13 @@ async fn a_flood_of_unknown_kids_fetches_no_more_than_the_throttle_allows() {
     }
     let statuses = requests.join_all().await;
 
-    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
-    assert_eq!(issuer.fetches(), 2, "start-up fetch plus one throttled refetch");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        issuer.fetches(),
+        2,
+        "start-up fetch plus one throttled refetch"
+    );
 }

@@ -15,7 +15,12 @@ use super::support::{Api, KEYS, TestIssuer, b64, challenge, claims, now, spawn_a
 async fn assert_rejected(token: &str, reason: &str) -> usize {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let api: Api = spawn_api(Authenticator::start(issuer.settings(dir.path())).await.unwrap()).await;
+    let api: Api = spawn_api(
+        Authenticator::start(issuer.settings(dir.path()))
+            .await
+            .unwrap(),
+    )
+    .await;
 
     let response = api.get_me(Some(token)).await;
 
@@ -164,10 +169,18 @@ async fn a_kid_full_of_sql_characters_is_refused_without_a_fetch() {
 
 #[tokio::test]
 async fn a_kid_full_of_path_characters_is_refused() {
-    for kid in ["../../../../etc/passwd", "..\\..\\windows\\system32", "%2e%2e%2fjwks.json"] {
+    for kid in [
+        "../../../../etc/passwd",
+        "..\\..\\windows\\system32",
+        "%2e%2e%2fjwks.json",
+    ] {
         let header = json!({ "alg": "RS256", "kid": kid });
         let token = KEYS[0].sign(&header, &claims());
-        let reason = if kid.contains(['\\', '%']) { "invalid key id" } else { "unknown signing key" };
+        let reason = if kid.contains(['\\', '%']) {
+            "invalid key id"
+        } else {
+            "unknown signing key"
+        };
         assert_rejected(&token, reason).await;
     }
 }

@@ -52,7 +52,10 @@ impl TestKey {
 
     /// An RS256 token with this key's kid.
     pub fn token(&self, claims: &Value) -> String {
-        self.sign(&json!({ "alg": "RS256", "typ": "JWT", "kid": self.kid }), claims)
+        self.sign(
+            &json!({ "alg": "RS256", "typ": "JWT", "kid": self.kid }),
+            claims,
+        )
     }
 
     /// An RS256 signature over any header and claims.
@@ -86,7 +89,10 @@ pub fn b64(value: &Value) -> String {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Valid claims for `alice` with two permissions and two scopes.
@@ -214,7 +220,12 @@ impl Api {
 
     pub async fn resync(&self, token: &str) -> reqwest::Response {
         let url = format!("{}/admin/resync", self.base);
-        self.client.post(url).bearer_auth(token).send().await.unwrap()
+        self.client
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 }
 

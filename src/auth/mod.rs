@@ -81,8 +81,8 @@ pub struct JwksStatus {
 }
 
 impl Authenticator {
-    /// Loads the persisted JWKS, fetches a fresh one (bounded by `fetch_timeout`) and spawns
-    /// the background refresher; in dev mode, loads or creates the dev issuer's key instead.
+    /// Loads the persisted JWKS, fetches a fresh one (in the background if keys were loaded
+    /// from disk, else inline, bounded by `fetch_timeout`) and spawns the background refresher; in dev mode, loads or creates the dev issuer's key instead.
     /// Succeeds with the issuer down: tokens are then answered 503 until keys arrive.
     /// Must run inside a tokio runtime.
     pub async fn start(settings: AuthSettings) -> Result<Self, AuthStartError> {
@@ -115,7 +115,13 @@ impl Authenticator {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .loaded_from_disk = loaded;
-                refresh::fetch_now(&jwks).await;
+                if loaded {
+                    // Verify from the persisted keys at once; refresh them in the background.
+                    let jwks = Arc::clone(&jwks);
+                    tokio::spawn(async move { refresh::fetch_now(&jwks).await });
+                } else {
+                    refresh::fetch_now(&jwks).await;
+                }
                 refresh::spawn_refresher(&jwks, settings.refresh_interval);
                 let keys = jwks.snapshot().keys.len();
                 if keys == 0 {

@@ -1,6 +1,6 @@
 //! Valid tokens: both published keys, key rotation, claims mapping, and the HTTP extractor.
 
-use auto_order::auth::{ADMIN_SYNC, Authenticator};
+use auto_order::auth::{ADMIN_SYNC, AuthError, Authenticator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -158,4 +158,22 @@ async fn a_repeated_token_is_served_from_the_verification_cache() {
 
     assert_eq!(first, second);
     assert_eq!(auth.status().verify_cache_entries, 1);
+}
+
+#[tokio::test]
+async fn a_withdrawn_key_stops_verifying_even_cached_tokens() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = Authenticator::start(issuer.settings(dir.path()))
+        .await
+        .unwrap();
+    let token = KEYS[0].token(&claims());
+    auth.verify(&token).await.unwrap();
+
+    issuer.withdraw(&KEYS[0]);
+    assert!(auth.refresh_now().await);
+    let after = auth.verify(&token).await;
+
+    assert_eq!(after, Err(AuthError::InvalidToken("unknown signing key")));
+    assert_eq!(auth.status().key_count, 1);
 }

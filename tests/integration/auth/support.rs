@@ -139,6 +139,15 @@ impl TestIssuer {
         self.state.keys.lock().unwrap().push(key.jwk());
     }
 
+    /// Removes a key from the published set (a revoked key).
+    pub fn withdraw(&self, key: &TestKey) {
+        self.state
+            .keys
+            .lock()
+            .unwrap()
+            .retain(|jwk| jwk["kid"] != key.kid.as_str());
+    }
+
     /// Down: every fetch gets a 503.
     pub fn set_down(&self, down: bool) {
         self.state.up.store(!down, Ordering::SeqCst);

@@ -54,6 +54,15 @@ struct Inner {
     dev: Option<Arc<DevIssuer>>,
 }
 
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("dev_mode", &self.inner.dev.is_some())
+            .field("jwks_url", &self.inner.jwks.remote.as_ref().map(|r| &r.url))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why the authenticator could not start. Never because the issuer is down.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthStartError {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod auth;
 mod migrate;
 mod serve;
 mod sync_atomicity;

@@ -39,6 +39,18 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
         older_than: Duration,
     },
+    /// Print a token from the local dev issuer (development only).
+    Token {
+        /// The user (`sub`) the token is for.
+        #[arg(long, default_value = "demo-user")]
+        sub: String,
+        /// Comma-separated permissions, e.g. admin:sync.
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
+        /// Lifetime (e.g. 1h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "12h")]
+        ttl: Duration,
+    },
 }
 
 /// Parses the command line, runs the command, maps the outcome to an exit code.
@@ -91,6 +103,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 Engine::new(connector(&config)?, replica, EngineConfig::default()).await?;
             let step = engine.resync_now().await?;
             println!("resync finished: {step:?}");
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            permissions,
+            ttl,
+        } => {
+            anyhow::ensure!(
+                config.auth.is_dev(),
+                "tokens are minted only by the local dev issuer (no AUTH0_DOMAIN, not production)"
+            );
+            let token = crate::auth::mint_dev_token(&config.data_dir, &sub, &permissions, ttl)?;
+            println!("{token}");
             Ok(())
         }
         Command::Prune { older_than } => {

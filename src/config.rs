@@ -12,11 +12,18 @@
 //! | `FLY_REGION` / `PRIMARY_REGION` | unset | this instance's region and the primary's; the primary-region instance prunes the change log |
 //! | `CHANGE_RETENTION` | `7d` | how long the change log is kept by the automatic prune |
 //! | `SYNC_POLL_INTERVAL_MS` | `500` | fallback poll of the change log when no NOTIFY arrives |
+//! | `API_VERSION` | `v1` | routes are served under `/api` and `/api/{API_VERSION}` |
+//! | `CORS_ORIGIN` | unset (no cross-origin access) | comma-separated allowed origins, or `*` |
+//! | `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW_MS` | `100` / `60000` | requests per window, per client IP and per user |
+//! | `READ_YOUR_WRITES_TIMEOUT_MS` | `1000` | how long a write (or a read with `X-Sync-Token`) waits for the replica |
+//! | `AUTH0_DOMAIN`, `AUTH0_AUDIENCE`, `AUTH0_ISSUER_BASE_URL`, `JWKS_URL` | dev issuer | see `docs/AUTH.md` |
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::auth::AuthSettings;
 
 /// The default local database, for development only.
 pub const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/auto_order";
@@ -33,6 +40,13 @@ pub struct Config {
     pub primary_region: Option<String>,
     pub change_retention: Duration,
     pub poll_interval: Duration,
+    pub api_version: String,
+    /// Allowed CORS origins; empty means no cross-origin access, `["*"]` any origin.
+    pub cors_origins: Vec<String>,
+    pub rate_limit_max: u32,
+    pub rate_limit_window: Duration,
+    pub read_your_writes_timeout: Duration,
+    pub auth: AuthSettings,
 }
 
 /// A configuration problem, stated in one line for the operator.
@@ -59,16 +73,36 @@ impl Config {
             }
             None => DEV_DATABASE_URL.to_owned(),
         };
+        let data_dir = get("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from);
+        let auth =
+            AuthSettings::from_lookup(&data_dir, &get).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Config {
             database_url: SecretString::from(database_url),
             port: parse(&get, "PORT", 8080)?,
-            data_dir: get("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from),
+            data_dir,
             log_level: get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
             production,
             region: get("FLY_REGION"),
             primary_region: get("PRIMARY_REGION"),
             change_retention: duration(&get, "CHANGE_RETENTION", "7d")?,
             poll_interval: Duration::from_millis(parse(&get, "SYNC_POLL_INTERVAL_MS", 500)?),
+            api_version: get("API_VERSION").unwrap_or_else(|| "v1".into()),
+            cors_origins: get("CORS_ORIGIN")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            rate_limit_max: parse(&get, "RATE_LIMIT_MAX", 100)?,
+            rate_limit_window: Duration::from_millis(parse(&get, "RATE_LIMIT_WINDOW_MS", 60_000)?),
+            read_your_writes_timeout: Duration::from_millis(parse(
+                &get,
+                "READ_YOUR_WRITES_TIMEOUT_MS",
+                1000,
+            )?),
+            auth,
         })
     }
 

@@ -4,6 +4,9 @@
 //! - [`cli`]: the `auto-order` subcommands (`serve`, `migrate`, `resync`, `prune`, `token`, …).
 //! - [`config`]: configuration read once from the environment.
 //! - [`telemetry`]: tracing subscriber set-up.
+//! - [`error`]: the one API error type and its JSON body.
+//! - [`db`]: the primary's write pool and Postgres error mapping.
+//! - [`consistency`]: read-your-writes (`X-Sync-Token`).
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
 //! - [`api`]: the HTTP routes.
@@ -14,5 +17,8 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod consistency;
+pub mod db;
+pub mod error;
 pub mod server;
 pub mod telemetry;

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::db::Primary;
 
 /// Pooled read-only SQLite connections for the HTTP handlers.
 const REPLICA_READERS: u32 = 8;
@@ -45,9 +47,15 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("Failed to bind {address}"))?;
+        let auth = Authenticator::start(config.auth.clone())
+            .await
+            .context("Failed to start the token verifier")?;
+        let primary = Primary::new(&connector).context("Failed to set up the primary pool")?;
         let state = AppState {
             config: Arc::new(config),
             sync,
+            auth,
+            primary,
         };
         Ok(Application {
             listener,

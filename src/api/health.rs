@@ -17,7 +17,9 @@ use super::AppState;
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(get_health))
+    Router::new()
+        .route("/health", get(get_health))
+        .route("/health/db", get(get_health_db))
 }
 
 #[derive(Debug, Serialize)]
@@ -25,7 +27,9 @@ pub struct HealthView {
     pub status: &'static str,
     pub version: &'static str,
     pub region: Option<String>,
+    pub primary_region: Option<String>,
     pub replica: ReplicaView,
+    pub auth: crate::auth::JwksStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +66,8 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
         status,
         version: env!("CARGO_PKG_VERSION"),
         region: state.config.region.clone(),
+        primary_region: state.config.primary_region.clone(),
+        auth: state.auth.status(),
         replica: ReplicaView {
             ready: s.ready,
             phase: s.phase,
@@ -76,4 +82,68 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
         },
     };
     (code, Json(view))
+}
+
+#[derive(Debug, Serialize)]
+pub struct DbHealthView {
+    pub status: &'static str,
+    pub replica: CheckView,
+    pub primary: CheckView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckView {
+    pub ok: bool,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+/// `GET /api/health/db`: a query against each database. 200 while the replica answers.
+async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHealthView>) {
+    let started = std::time::Instant::now();
+    let readers = state.sync.replica().readers().clone();
+    let replica_ok = tokio::task::spawn_blocking(move || {
+        readers
+            .get()
+            .ok()
+            .and_then(|c| c.query_row("select 1", [], |r| r.get::<_, i64>(0)).ok())
+            .is_some()
+    })
+    .await
+    .unwrap_or(false);
+    let replica = CheckView {
+        ok: replica_ok,
+        latency_ms: started.elapsed().as_millis() as u64,
+        error: (!replica_ok).then_some("replica query failed"),
+    };
+
+    let started = std::time::Instant::now();
+    let primary_ok = match tokio::time::timeout(Duration::from_secs(3), state.primary.get()).await {
+        Ok(Ok(client)) => client.simple_query("select 1").await.is_ok(),
+        _ => false,
+    };
+    let primary = CheckView {
+        ok: primary_ok,
+        latency_ms: started.elapsed().as_millis() as u64,
+        error: (!primary_ok).then_some("primary unreachable"),
+    };
+    let status = if replica_ok && primary_ok {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let code = if replica_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(DbHealthView {
+            status,
+            replica,
+            primary,
+        }),
+    )
 }

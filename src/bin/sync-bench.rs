@@ -48,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("ao_bench_{}", std::process::id());
     let admin = connect(&server).await?;
-    admin.batch_execute(&format!("create database {name}")).await?;
+    admin
+        .batch_execute(&format!("create database {name}"))
+        .await?;
     let url = match server.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => anyhow::bail!("BENCH_DATABASE_URL needs a database path"),
@@ -82,7 +84,10 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
 
     // Resync: top the tables up to `rows`, then a forced snapshot + load.
     let present: i64 = client
-        .query_one("select (select count(*) from products) + (select count(*) from orders)", &[])
+        .query_one(
+            "select (select count(*) from products) + (select count(*) from orders)",
+            &[],
+        )
         .await?
         .get(0);
     if present < args.rows {
@@ -96,7 +101,10 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         catch_up(&client, &handle).await?;
     }
     let rows: i64 = client
-        .query_one("select (select count(*) from products) + (select count(*) from orders)", &[])
+        .query_one(
+            "select (select count(*) from products) + (select count(*) from orders)",
+            &[],
+        )
         .await?
         .get(0);
     let copy_time = bare_copy(&client).await?;
@@ -203,9 +211,7 @@ async fn write_backlog(client: &Client, changes: i64) -> anyhow::Result<()> {
 async fn bare_copy(client: &Client) -> anyhow::Result<Duration> {
     let started = Instant::now();
     for table in ["products", "orders"] {
-        let stream = client
-            .copy_out(&format!("copy {table} to stdout"))
-            .await?;
+        let stream = client.copy_out(&format!("copy {table} to stdout")).await?;
         futures_util::pin_mut!(stream);
         while let Some(chunk) = stream.next().await {
             std::hint::black_box(chunk?);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod api_admin;
 mod auth;
 mod migrate;
 mod serve;

@@ -78,7 +78,7 @@ async fn readers_see_whole_data_throughout_forced_resyncs() {
         let handle = edge.handle.clone();
         wait_until("resync finished", Duration::from_secs(60), || {
             let h = handle.clone();
-            async move { h.status().resyncs >= round + 1 }
+            async move { h.status().resyncs > round }
         })
         .await;
     }

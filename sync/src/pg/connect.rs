@@ -72,6 +72,12 @@ impl PgConnector {
         self.tls.is_some()
     }
 
+    /// The rustls connector, when the URL asks for TLS (for callers building their own
+    /// pool on the same settings).
+    pub fn tls(&self) -> Option<MakeRustlsConnect> {
+        self.tls.clone()
+    }
+
     /// Opens a connection. When `notify` is given, the connection LISTENs on
     /// [`CHANGES_CHANNEL`] and every notification wakes it.
     pub async fn connect(&self, notify: Option<Arc<Notify>>) -> Result<Client, SyncError> {

@@ -1,0 +1,112 @@
+//! Writes go to the primary: a small pool of Postgres connections, and the mapping of
+//! Postgres failures to API errors.
+//!
+//! Every write runs in one transaction and reads its own txid before committing: that txid
+//! is the sync token the client gets back (read-your-writes, see [`crate::consistency`]).
+
+use std::time::Duration;
+
+use auto_order_sync::PgConnector;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::error::ApiError;
+
+/// Connections kept to the primary for writes and primary-fallback reads.
+const POOL_SIZE: usize = 16;
+
+#[derive(Clone)]
+pub struct Primary {
+    pool: Pool,
+}
+
+impl Primary {
+    pub fn new(connector: &PgConnector) -> anyhow::Result<Primary> {
+        let config = connector.config().clone();
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match connector.tls() {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
+        // Fail fast when the primary is away: a write answers 503 in seconds, not minutes.
+        let timeouts = Timeouts {
+            wait: Some(Duration::from_secs(2)),
+            create: Some(Duration::from_secs(3)),
+            recycle: Some(Duration::from_secs(2)),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .timeouts(timeouts)
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Primary { pool })
+    }
+
+    /// A pooled connection, or 503 when the primary cannot be reached.
+    pub async fn get(&self) -> Result<Object, ApiError> {
+        self.pool.get().await.map_err(|e| {
+            tracing::warn!(error = %e, "primary connection unavailable");
+            ApiError::primary_unavailable()
+        })
+    }
+
+    /// Pool use, for metrics: (size, available).
+    pub fn pool_status(&self) -> (usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.available)
+    }
+}
+
+/// The txid of the open transaction: the write's sync token.
+pub async fn sync_token(tx: &tokio_postgres::Transaction<'_>) -> Result<u64, ApiError> {
+    let row = tx
+        .query_one("select pg_current_xact_id()::text::bigint", &[])
+        .await
+        .map_err(db_error)?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Maps a Postgres error to the API: constraint violations become 409/422 by constraint,
+/// a lost or refused connection 503, anything else 500 (logged, never shown).
+pub fn db_error(err: tokio_postgres::Error) -> ApiError {
+    let Some(db) = err.as_db_error() else {
+        // No server error: the connection failed or closed.
+        tracing::warn!(error = %err, "primary connection failed during a request");
+        return ApiError::primary_unavailable();
+    };
+    let code = db.code();
+    if *code == SqlState::UNIQUE_VIOLATION {
+        return ApiError::Conflict("a row with this id already exists".into());
+    }
+    if *code == SqlState::FOREIGN_KEY_VIOLATION {
+        return ApiError::invalid("product_id", "no such product");
+    }
+    if *code == SqlState::CHECK_VIOLATION {
+        let field = db
+            .constraint()
+            .and_then(|c| c.split('_').nth(1))
+            .unwrap_or("body");
+        return ApiError::invalid(field, "value out of range");
+    }
+    if [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::QUERY_CANCELED,
+    ]
+    .contains(code)
+    {
+        return ApiError::primary_unavailable();
+    }
+    ApiError::Internal(anyhow::anyhow!(
+        "postgres: {}: {}",
+        code.code(),
+        db.message()
+    ))
+}

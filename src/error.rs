@@ -1,0 +1,150 @@
+//! One error type for every handler, and the one JSON error body clients see:
+//! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+//!
+//! 5xx responses carry a generic message; the internal cause is logged once, here, and never
+//! sent to the client.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is well-formed JSON but a value is wrong (422), naming the field.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The request cannot be read at all: malformed JSON, wrong content type, bad query (400).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("{message}")]
+    Unavailable {
+        message: &'static str,
+        retry_after: Duration,
+    },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The primary cannot take writes right now.
+    pub fn primary_unavailable() -> Self {
+        ApiError::Unavailable {
+            message: "the primary database is unreachable; retry shortly",
+            retry_after: Duration::from_secs(5),
+        }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Auth(e) => e.status_code(),
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } => "invalid_field",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Auth(e) => e.code(),
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Auth(e) => e.into_response(),
+            ApiError::Internal(ref cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+                body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                    None,
+                )
+            }
+            ApiError::Unavailable {
+                message,
+                retry_after,
+            } => {
+                let mut response = body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    message.into(),
+                    None,
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after.as_secs().max(1)),
+                );
+                response
+            }
+            ref other => {
+                let field = match other {
+                    ApiError::Invalid { field, .. } => Some(field.as_str()),
+                    _ => None,
+                };
+                let message = match other {
+                    ApiError::Invalid { message, .. } => message.clone(),
+                    e => e.to_string(),
+                };
+                body(other.status_code(), other.code(), message, field)
+            }
+        }
+    }
+}
+
+fn body(status: StatusCode, code: &str, message: String, field: Option<&str>) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code,
+            message,
+            field,
+        },
+    };
+    (status, Json(body)).into_response()
+}

@@ -38,17 +38,22 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Machine-readable: `invalid_field`, `bad_request`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unavailable`, `invalid_token`, `insufficient_scope`, `internal`.
+    pub code: &'a str,
+    /// A short human-readable reason.
+    pub message: String,
+    /// The offending field, for `invalid_field`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<&'a str>,
 }
 
 impl ApiError {

@@ -4,29 +4,37 @@
 //! reads go on from the current replica until the new one commits.
 
 use auto_order_sync::SyncStatus;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::auth::{ADMIN_SYNC, AuthUser};
 use crate::error::ApiError;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/resync", post(start_resync))
-        .route("/admin/sync", get(get_sync_status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_resync))
+        .routes(routes!(get_sync_status))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResyncAccepted {
     /// False when a resync was already pending (this request joined it).
     pub started: bool,
     pub status_url: &'static str,
 }
 
+/// Rebuild this edge's replica from a snapshot, in the background.
+#[utoipa::path(post, path = "/admin/resync", tag = "admin",
+    responses(
+        (status = 202, description = "Resync started (or already pending)", body = ResyncAccepted),
+        (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
+        (status = 403, description = "Missing permission admin:sync", body = crate::error::ErrorBody),
+    ))]
 async fn start_resync(
     State(state): State<AppState>,
     user: AuthUser,
@@ -43,6 +51,12 @@ async fn start_resync(
     ))
 }
 
+/// The sync engine's status on this edge.
+#[utoipa::path(get, path = "/admin/sync", tag = "admin",
+    responses(
+        (status = 200, description = "Sync status", body = Object),
+        (status = 403, description = "Missing permission admin:sync", body = crate::error::ErrorBody),
+    ))]
 async fn get_sync_status(
     State(state): State<AppState>,
     user: AuthUser,

@@ -5,36 +5,40 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
 /// A replica whose last successful pull is older than this is reported as degraded.
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(get_health))
-        .route("/health/db", get(get_health_db))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_health))
+        .routes(routes!(get_health_db))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthView {
     pub status: &'static str,
     pub version: &'static str,
     pub region: Option<String>,
     pub primary_region: Option<String>,
     pub replica: ReplicaView,
+    #[schema(value_type = Object)]
     pub auth: crate::auth::JwksStatus,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplicaView {
     pub ready: bool,
+    /// starting, connecting, resyncing, catching_up, streaming, retrying, stopped
+    #[schema(value_type = String)]
     pub phase: auto_order_sync::handle::Phase,
     pub watermark: u64,
     pub primary_horizon: Option<u64>,
@@ -48,6 +52,12 @@ pub struct ReplicaView {
     pub resyncs: u64,
 }
 
+/// Liveness and replica status.
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Reads are served (status ok or degraded)", body = HealthView),
+        (status = 503, description = "No replica yet (first sync running)", body = HealthView),
+    ))]
 async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthView>) {
     let s = state.sync.status();
     let pull_age = s.since_last_pull();
@@ -84,14 +94,14 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
     (code, Json(view))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DbHealthView {
     pub status: &'static str,
     pub replica: CheckView,
     pub primary: CheckView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckView {
     pub ok: bool,
     pub latency_ms: u64,
@@ -99,7 +109,12 @@ pub struct CheckView {
     pub error: Option<&'static str>,
 }
 
-/// `GET /api/health/db`: a query against each database. 200 while the replica answers.
+/// A query against the replica and the primary. 200 while the replica answers.
+#[utoipa::path(get, path = "/health/db", tag = "health", security(()),
+    responses(
+        (status = 200, description = "The replica answers", body = DbHealthView),
+        (status = 503, description = "The replica does not answer", body = DbHealthView),
+    ))]
 async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHealthView>) {
     let started = std::time::Instant::now();
     let readers = state.sync.replica().readers().clone();

@@ -3,9 +3,15 @@
 //! Routes are served under `/api` and again under `/api/{API_VERSION}`.
 //! - [`health`]: `GET /api/health`, `GET /api/health/db`.
 //! - [`admin`]: `POST /api/admin/resync`, `GET /api/admin/sync` (permission `admin:sync`).
+//! - [`openapi`]: the OpenAPI document and the docs page.
+//!
+//! Each resource module exposes `router() -> OpenApiRouter<AppState>` built with
+//! `utoipa_axum::routes!` over `#[utoipa::path]`-annotated handlers, so the OpenAPI document
+//! is generated from the same code that routes requests.
 
 pub mod admin;
 pub mod health;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +21,9 @@ use axum::Router;
 use axum::extract::FromRef;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -35,17 +44,29 @@ impl FromRef<AppState> for Authenticator {
     }
 }
 
-/// The routes under `/api`.
-fn api_routes() -> Router<AppState> {
-    Router::new().merge(health::router()).merge(admin::router())
+/// The routes under `/api` (and `/api/{API_VERSION}`), with their documentation.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(health::router())
+        .merge(admin::router())
+}
+
+/// The routes and the OpenAPI document describing them.
+pub fn routes_and_doc(api_version: &str) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest("/api", api_routes())
+        .split_for_parts();
+    let (versioned, _) = OpenApiRouter::<AppState>::new()
+        .nest(&format!("/api/{api_version}"), api_routes())
+        .split_for_parts();
+    (api.merge(versioned), doc)
 }
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
-    let version = format!("/api/{}", state.config.api_version);
-    Router::new()
-        .nest("/api", api_routes())
-        .nest(&version, api_routes())
+    let (routes, doc) = routes_and_doc(&state.config.api_version);
+    routes
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .merge(state.auth.dev_routes())
         .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(

@@ -347,6 +347,10 @@ impl Engine {
 
     /// Records a failed step: drops the connection, logs once per distinct error.
     fn fail(&mut self, err: &SyncError, last_error: &mut Option<String>) {
+        if matches!(self.state, State::Resync(ResyncReason::Requested)) {
+            // The operator's request still stands: run it once the primary is back.
+            self.shared.resync_requested.store(true, Ordering::SeqCst);
+        }
         self.client = None;
         self.state = State::Connecting;
         let message = err.to_string();

@@ -16,6 +16,7 @@
 //! | `CORS_ORIGIN` | unset (no cross-origin access) | comma-separated allowed origins, or `*` |
 //! | `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW_MS` | `100` / `60000` | requests per window, per client IP and per user |
 //! | `READ_YOUR_WRITES_TIMEOUT_MS` | `1000` | how long a write (or a read with `X-Sync-Token`) waits for the replica |
+//! | `WRITE_MODE` | `forward` | `forward`: every edge writes to the primary; `fly-replay`: edges outside `PRIMARY_REGION` answer writes with `fly-replay: region=<primary>` |
 //! | `AUTH0_DOMAIN`, `AUTH0_AUDIENCE`, `AUTH0_ISSUER_BASE_URL`, `JWKS_URL` | dev issuer | see `docs/AUTH.md` |
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::AuthSettings;
+use crate::write_mode::WriteMode;
 
 /// The default local database, for development only.
 pub const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/auto_order";
@@ -46,6 +48,7 @@ pub struct Config {
     pub rate_limit_max: u32,
     pub rate_limit_window: Duration,
     pub read_your_writes_timeout: Duration,
+    pub write_mode: WriteMode,
     pub auth: AuthSettings,
 }
 
@@ -102,6 +105,7 @@ impl Config {
                 "READ_YOUR_WRITES_TIMEOUT_MS",
                 1000,
             )?),
+            write_mode: parse(&get, "WRITE_MODE", WriteMode::Forward)?,
             auth,
         })
     }

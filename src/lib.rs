@@ -4,6 +4,8 @@
 //! - [`cli`]: the `auto-order` subcommands (`serve`, `migrate`, `resync`, `prune`, `token`, …).
 //! - [`config`]: configuration read once from the environment.
 //! - [`telemetry`]: tracing subscriber set-up.
+//! - [`write_mode`]: `forward` or Fly's `fly-replay` for writes outside the primary region.
+//! - [`rehearsal`]: `auto-order rehearse`, three edges on loopback as a multi-region rehearsal.
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`db`]: the primary's write pool and Postgres error mapping.
 //! - [`consistency`]: read-your-writes (`X-Sync-Token`).
@@ -21,4 +23,6 @@ pub mod consistency;
 pub mod db;
 pub mod error;
 pub mod server;
+pub mod rehearsal;
 pub mod telemetry;
+pub mod write_mode;

@@ -53,8 +53,11 @@ pub struct Pulled {
     pub caught_up: bool,
 }
 
-const CHANGE_COLUMNS: &str = "id, txid::text::bigint, table_name, row_id, op, version, data::text,
-    (extract(epoch from changed_at) * 1000000)::bigint";
+/// The columns of a change as read. Aliased so that `order by c.txid` below sorts by the
+/// indexed `xid8` column, not by this bigint rendering (an unqualified `txid` in ORDER BY
+/// would name the output column and force a sort of the whole range).
+const CHANGE_COLUMNS: &str = "c.id, c.txid::text::bigint as txid_number, c.table_name, c.row_id,
+    c.op, c.version, c.data::text, (extract(epoch from c.changed_at) * 1000000)::bigint";
 
 /// What a pull found.
 #[derive(Debug)]
@@ -87,10 +90,10 @@ pub async fn pull(
     let rows = tx
         .query(
             &format!(
-                "select {CHANGE_COLUMNS} from sync.changes
-                  where txid >= $1::bigint::text::xid8 and txid < $2::bigint::text::xid8
-                    and ($3::text is null or not pg_visible_in_snapshot(txid, $3::text::pg_snapshot))
-                  order by txid, id
+                "select {CHANGE_COLUMNS} from sync.changes c
+                  where c.txid >= $1::bigint::text::xid8 and c.txid < $2::bigint::text::xid8
+                    and ($3::text is null or not pg_visible_in_snapshot(c.txid, $3::text::pg_snapshot))
+                  order by c.txid, c.id
                   limit $4"
             ),
             &[
@@ -128,8 +131,8 @@ pub async fn pull(
         let rest = tx
             .query(
                 &format!(
-                    "select {CHANGE_COLUMNS} from sync.changes
-                      where txid = $1::bigint::text::xid8 and id > $2 order by id"
+                    "select {CHANGE_COLUMNS} from sync.changes c
+                      where c.txid = $1::bigint::text::xid8 and c.id > $2 order by c.id"
                 ),
                 &[&(last_txid as i64), &last_id],
             )

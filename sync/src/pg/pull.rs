@@ -80,6 +80,11 @@ pub async fn pull(
         .read_only(true)
         .start()
         .await?;
+    // sync.changes is a queue: after a bulk write its statistics lag far behind, and the
+    // planner then prefers a bitmap scan plus a sort of the whole range over walking the
+    // (txid, id) index for `limit` rows. Walking the index is always right here.
+    tx.batch_execute("set local enable_sort = off; set local enable_bitmapscan = off")
+        .await?;
     let (view, _) = read_view(&tx).await?;
     if let Some(reason) = check(&view) {
         return Ok(PullOutcome::NeedsResync(reason));

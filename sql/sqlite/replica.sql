@@ -1,8 +1,10 @@
 -- The local replica of the primary's replicated tables, plus the sync bookkeeping.
 -- Applied at every start (idempotent). Timestamps are UTC text of fixed width
 -- (YYYY-MM-DDTHH:MM:SS.ffffffZ) so text order is time order; uuids are lowercase text.
+-- Keys are unique indexes rather than primary-key constraints so that a resync can drop every
+-- index, bulk-load, and rebuild them by sorting (much faster than a million random inserts).
 create table if not exists products (
-    id               text    primary key,
+    id               text    not null,
     owner_id         text    not null,
     name             text    not null,
     unit             text,
@@ -13,10 +15,11 @@ create table if not exists products (
     updated_at       text    not null,
     version          integer not null
 );
+create unique index if not exists products_id on products (id);
 create index if not exists products_owner_created on products (owner_id, created_at desc, id desc);
 
 create table if not exists orders (
-    id               text    primary key,
+    id               text    not null,
     owner_id         text    not null,
     product_id       text    not null,
     quantity         integer not null,
@@ -27,6 +30,7 @@ create table if not exists orders (
     updated_at       text    not null,
     version          integer not null
 );
+create unique index if not exists orders_id on orders (id);
 create index if not exists orders_owner_ordered on orders (owner_id, ordered_at desc, id desc);
 create index if not exists orders_product_ordered on orders (product_id, ordered_at);
 

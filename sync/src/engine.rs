@@ -83,6 +83,9 @@ pub struct Engine {
     client: Option<Client>,
     state: State,
     last_backlog_count: Option<Instant>,
+    /// The next batch, pulled while the previous one was being applied:
+    /// `(from watermark, snapshot filter, batch)`.
+    prefetched: Option<(u64, Option<String>, pull::Pulled)>,
 }
 
 impl Engine {
@@ -118,6 +121,7 @@ impl Engine {
             client: None,
             state: State::Connecting,
             last_backlog_count: None,
+            prefetched: None,
         };
         Ok((engine, handle))
     }
@@ -210,43 +214,50 @@ impl Engine {
             return Ok(Step::Connected);
         };
         let client = self.client.as_mut().expect("streaming implies connected");
-        let from = PullFrom {
-            watermark: local.watermark,
-            snapshot: local.snapshot.as_deref(),
-            max_changes: self.config.batch_size,
-        };
-        let pulled = tokio::time::timeout(
-            self.config.pull_timeout,
-            pull::pull(client, from, |view| needs_resync(&local, view)),
-        )
-        .await
-        .map_err(|_| SyncError::Transient("pull timed out".into()))??;
-        let pulled = match pulled {
-            PullOutcome::NeedsResync(reason) => {
-                tracing::warn!(
-                    ?reason,
-                    "the change log cannot bring this replica up to date"
-                );
-                self.state = State::Resync(reason);
-                return Ok(Step::Connected);
-            }
-            PullOutcome::Pulled(p) => p,
+        // A prefetched batch is valid only for exactly the state it was pulled against (a
+        // resync in between, even to the same watermark, changes the snapshot filter).
+        let prefetched = self.prefetched.take().filter(|(from, snapshot, _)| {
+            *from == local.watermark && *snapshot == local.snapshot
+        });
+        let pulled = match prefetched {
+            Some((_, _, pulled)) => pulled,
+            None => match pull_batch(client, &local, local.watermark, &self.config).await? {
+                PullOutcome::NeedsResync(reason) => {
+                    tracing::warn!(?reason, "the change log cannot bring this replica up to date");
+                    self.state = State::Resync(reason);
+                    return Ok(Step::Connected);
+                }
+                PullOutcome::Pulled(p) => p,
+            },
         };
 
-        let (changes, caught_up) = (pulled.changes.len(), pulled.caught_up);
+        let (changes, caught_up, horizon) =
+            (pulled.changes.len(), pulled.caught_up, pulled.view.xmin);
         let backlog = self.backlog(local.watermark, caught_up).await;
         if pulled.next_watermark != local.watermark {
+            let next_watermark = pulled.next_watermark;
             let batch = ApplyBatch {
                 from_watermark: local.watermark,
-                next_watermark: pulled.next_watermark,
+                next_watermark,
                 pulled_xmax: pulled.view.xmax,
                 changes: pulled.changes,
             };
-            let applied = self
-                .shared
-                .replica
-                .with_writer(move |conn| apply_batch(conn, &batch))
-                .await?;
+            let replica = self.shared.replica.clone();
+            let apply = replica.with_writer(move |conn| apply_batch(conn, &batch));
+            let applied = if caught_up {
+                apply.await?
+            } else {
+                // Catching up: pull the next batch while this one is applied. The prefetch is
+                // used only if the replica's watermark is where it expects; any error in it is
+                // dropped here and the pull simply happens again in the next step.
+                let client = self.client.as_mut().expect("streaming implies connected");
+                let (applied, next) =
+                    tokio::join!(apply, pull_batch(client, &local, next_watermark, &self.config));
+                if let Ok(PullOutcome::Pulled(next)) = next {
+                    self.prefetched = Some((next_watermark, local.snapshot.clone(), next));
+                }
+                applied?
+            };
             self.shared.watermark.send_replace(applied.watermark);
             if !applied.touched.is_empty() {
                 let _ = self
@@ -268,7 +279,7 @@ impl Engine {
                 Phase::CatchingUp
             };
             s.primary_reachable = true;
-            s.primary_horizon = Some(pulled.view.xmin);
+            s.primary_horizon = Some(horizon);
             s.last_pull_at = Some(Utc::now());
             s.last_error = None;
             s.last_error_fatal = false;
@@ -299,6 +310,7 @@ impl Engine {
 
     async fn resync(&mut self, reason: ResyncReason) -> Result<Step, SyncError> {
         tracing::info!(?reason, "resync started");
+        self.prefetched = None;
         self.shared.update(|s| s.phase = Phase::Resyncing);
         let started = Instant::now();
         let client = self.client.as_mut().expect("resync implies connected");
@@ -352,6 +364,7 @@ impl Engine {
             self.shared.resync_requested.store(true, Ordering::SeqCst);
         }
         self.client = None;
+        self.prefetched = None;
         self.state = State::Connecting;
         let message = err.to_string();
         if last_error.as_deref() != Some(message.as_str()) {
@@ -370,6 +383,26 @@ impl Engine {
             s.last_error_fatal = fatal;
         });
     }
+}
+
+/// Pulls one batch from `watermark`, checking first that the log can still serve `local`.
+async fn pull_batch(
+    client: &mut Client,
+    local: &ReplicaState,
+    watermark: u64,
+    config: &EngineConfig,
+) -> Result<PullOutcome, SyncError> {
+    let from = PullFrom {
+        watermark,
+        snapshot: local.snapshot.as_deref(),
+        max_changes: config.batch_size,
+    };
+    tokio::time::timeout(
+        config.pull_timeout,
+        pull::pull(client, from, |view| needs_resync(local, view)),
+    )
+    .await
+    .map_err(|_| SyncError::Transient("pull timed out".into()))?
 }
 
 /// Decides, from what the primary says, whether the log can still bring `local` up to date.

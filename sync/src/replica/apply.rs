@@ -12,9 +12,10 @@
 //! delete belongs to a transaction below that point.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use super::state::{ReplicaState, read_state, write_state};
 use crate::catalog::{self, Table};
@@ -60,6 +61,10 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
     }
 
     let mut out = Applied::default();
+    // Tombstones are rare: when there are none (and this batch has deleted nothing yet),
+    // upserts skip the tombstone lookups altogether.
+    let mut tombstones_possible: bool =
+        tx.query_row("select exists (select 1 from sync_tombstones)", [], |r| r.get(0))?;
     for change in &batch.changes {
         let table = catalog::table(&change.table).ok_or_else(|| {
             SyncError::fatal(format!(
@@ -68,8 +73,11 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
             ))
         })?;
         let owner = match change.op {
-            Op::Insert | Op::Update => upsert(&tx, table, change)?,
-            Op::Delete => delete(&tx, table, change, batch.pulled_xmax)?,
+            Op::Insert | Op::Update => upsert(&tx, table, change, tombstones_possible)?,
+            Op::Delete => {
+                tombstones_possible = true;
+                delete(&tx, table, change, batch.pulled_xmax)?
+            }
         };
         match owner {
             Some(owner) => {
@@ -113,6 +121,7 @@ fn upsert(
     tx: &rusqlite::Transaction<'_>,
     table: &'static Table,
     change: &RawChange,
+    tombstones_possible: bool,
 ) -> Result<Option<String>, SyncError> {
     let data = change
         .data
@@ -125,14 +134,28 @@ fn upsert(
             table.name, change.row_id
         )));
     }
+    if tombstones_possible {
+        let tombstone: Option<i64> = tx
+            .prepare_cached(
+                "select version from sync_tombstones where table_name = ?1 and row_id = ?2",
+            )?
+            .query_row(params![table.name, change.row_id], |r| r.get(0))
+            .optional()?;
+        if tombstone.is_some_and(|deleted_at| deleted_at >= change.version) {
+            return Ok(None);
+        }
+    }
+    // A single-row `insert … values` (not `insert … select`) needs no statement journal.
     let changed = tx
-        .prepare_cached(&upsert_sql(table))?
+        .prepare_cached(&statements(table).upsert)?
         .execute(params_from_iter(values.iter()))?;
     if changed == 0 {
         return Ok(None);
     }
-    tx.prepare_cached("delete from sync_tombstones where table_name = ?1 and row_id = ?2")?
-        .execute(params![table.name, change.row_id])?;
+    if tombstones_possible {
+        tx.prepare_cached("delete from sync_tombstones where table_name = ?1 and row_id = ?2")?
+            .execute(params![table.name, change.row_id])?;
+    }
     Ok(Some(owner_of(table, &values)))
 }
 
@@ -144,10 +167,7 @@ fn delete(
     pulled_xmax: u64,
 ) -> Result<Option<String>, SyncError> {
     let owner: Option<String> = tx
-        .prepare_cached(&format!(
-            "delete from {} where id = ?1 and version < ?2 returning owner_id",
-            table.name
-        ))?
+        .prepare_cached(&statements(table).delete)?
         .query_row(params![change.row_id, change.version], |r| r.get(0))
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(None),
@@ -176,29 +196,47 @@ fn owner_of(table: &Table, values: &[Value]) -> String {
     }
 }
 
-/// `insert … select … where no newer tombstone … on conflict do update … where newer`.
+/// The per-table SQL, built once per process (formatting it per change showed in profiles).
+struct Statements {
+    upsert: String,
+    delete: String,
+}
+
+fn statements(table: &'static Table) -> &'static Statements {
+    static CACHE: OnceLock<Vec<(&'static str, Statements)>> = OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        catalog::TABLES
+            .iter()
+            .map(|t| {
+                let delete = format!(
+                    "delete from {} where id = ?1 and version < ?2 returning owner_id",
+                    t.name
+                );
+                (t.name, Statements { upsert: upsert_sql(t), delete })
+            })
+            .collect()
+    });
+    &all.iter()
+        .find(|(name, _)| *name == table.name)
+        .expect("catalog tables have statements")
+        .1
+}
+
+/// `insert … values … on conflict (id) do update … where the change is newer`.
 fn upsert_sql(table: &Table) -> String {
     let names: Vec<&str> = table.column_names().collect();
     let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-    let version_param = names
-        .iter()
-        .position(|n| *n == "version")
-        .map(|i| i + 1)
-        .expect("replicated tables have a version column");
     let updates: Vec<String> = names
         .iter()
         .skip(1)
         .map(|n| format!("{n} = excluded.{n}"))
         .collect();
     format!(
-        "insert into {t} ({cols}) select {vals}
-          where not exists (select 1 from sync_tombstones
-                             where table_name = '{t}' and row_id = ?1 and version >= ?{v})
+        "insert into {t} ({cols}) values ({vals})
          on conflict (id) do update set {updates} where excluded.version > {t}.version",
         t = table.name,
         cols = names.join(", "),
         vals = placeholders.join(", "),
-        v = version_param,
         updates = updates.join(", "),
     )
 }

@@ -53,7 +53,8 @@ impl Replica {
              pragma synchronous = normal;
              pragma foreign_keys = off;
              pragma temp_store = memory;
-             pragma cache_size = -65536;",
+             pragma cache_size = -65536;
+             pragma mmap_size = 268435456;",
         )?;
         writer.execute_batch(SCHEMA)?;
 
@@ -61,7 +62,10 @@ impl Replica {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
                 c.busy_timeout(BUSY_TIMEOUT)?;
-                c.execute_batch("pragma query_only = on; pragma cache_size = -16384;")
+                c.execute_batch(
+                    "pragma query_only = on; pragma cache_size = -16384;
+                     pragma mmap_size = 268435456;",
+                )
             });
         let readers = r2d2::Pool::builder()
             .max_size(readers.max(1))

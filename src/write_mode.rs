@@ -1,0 +1,53 @@
+//! Where writes are executed: `WRITE_MODE=forward` (default: every edge writes to the
+//! primary over its own connection pool) or `fly-replay` (an edge outside `PRIMARY_REGION`
+//! answers a write with `fly-replay: region=<primary>`, and Fly's proxy replays the request
+//! in the primary region).
+//!
+//! A request that Fly has already replayed carries `fly-replay-src`: it is always executed
+//! where it lands, so a misconfigured region can never make requests bounce forever.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Forward,
+    FlyReplay,
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "forward" => Ok(WriteMode::Forward),
+            "fly-replay" => Ok(WriteMode::FlyReplay),
+            other => Err(format!("expected forward or fly-replay, got {other:?}")),
+        }
+    }
+}
+
+/// Middleware: in `fly-replay` mode, sends writes that reach a non-primary region to the
+/// primary region.
+pub async fn replay_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let config = &state.config;
+    let is_write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let replayed = request.headers().contains_key("fly-replay-src");
+    match (&config.primary_region, config.write_mode) {
+        (Some(primary), WriteMode::FlyReplay) if is_write && !replayed && !config.is_primary_region() => {
+            tracing::debug!(primary_region = %primary, "write replayed to the primary region");
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::CONFLICT;
+            if let Ok(value) = HeaderValue::from_str(&format!("region={primary}")) {
+                response.headers_mut().insert("fly-replay", value);
+            }
+            response.into_response()
+        }
+        _ => next.run(request).await,
+    }
+}

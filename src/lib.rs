@@ -22,7 +22,7 @@ pub mod config;
 pub mod consistency;
 pub mod db;
 pub mod error;
-pub mod server;
 pub mod rehearsal;
+pub mod server;
 pub mod telemetry;
 pub mod write_mode;

@@ -61,13 +61,26 @@ pub async fn rehearse(options: RehearsalOptions) -> anyhow::Result<()> {
         if i > 0 {
             std::fs::copy(key_dir.join(DEV_KEY_FILE), dir.join(DEV_KEY_FILE))?;
         }
-        edges.push(start_edge(&exe, &options, region, &dir, options.first_port + i as u16)?);
+        edges.push(start_edge(
+            &exe,
+            &options,
+            region,
+            &dir,
+            options.first_port + i as u16,
+        )?);
     }
     let http = reqwest_client()?;
     for edge in &edges {
         wait_healthy(&http, edge).await?;
     }
-    println!("three edges up: {}", edges.iter().map(|e| format!("{} {}", e.region, e.url)).collect::<Vec<_>>().join(", "));
+    println!(
+        "three edges up: {}",
+        edges
+            .iter()
+            .map(|e| format!("{} {}", e.region, e.url))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     let others = &edges[1..];
     let mut lags = Vec::new();
@@ -78,25 +91,46 @@ pub async fn rehearse(options: RehearsalOptions) -> anyhow::Result<()> {
         for edge in others {
             let started = Instant::now();
             let row = get_product(&http, edge, &token, &id, Some(&created.sync_token)).await?;
-            ensure!(row.is_some(), "{}: read with the sync token did not see product {id}", edge.region);
+            ensure!(
+                row.is_some(),
+                "{}: read with the sync token did not see product {id}",
+                edge.region
+            );
             let visible = wait_visible(&http, edge, &token, &id).await?;
             lags.push((edge.region, visible.max(started.elapsed())));
         }
     }
     for region in &REGIONS[1..] {
-        let mut region_lags: Vec<Duration> = lags.iter().filter(|(r, _)| r == region).map(|(_, d)| *d).collect();
+        let mut region_lags: Vec<Duration> = lags
+            .iter()
+            .filter(|(r, _)| r == region)
+            .map(|(_, d)| *d)
+            .collect();
         region_lags.sort();
-        if let (Some(p50), Some(max)) = (region_lags.get(region_lags.len() / 2), region_lags.last()) {
-            println!("{region}: write at iad visible after p50 {:.1} ms, max {:.1} ms", ms(*p50), ms(*max));
+        if let (Some(p50), Some(max)) = (region_lags.get(region_lags.len() / 2), region_lags.last())
+        {
+            println!(
+                "{region}: write at iad visible after p50 {:.1} ms, max {:.1} ms",
+                ms(*p50),
+                ms(*max)
+            );
         }
     }
 
     // Convergence: every edge lists exactly what the primary holds.
     let expected = primary_count(&options.database_url).await?;
-    ensure!(expected == options.writes, "the primary holds {expected} products, expected {}", options.writes);
+    ensure!(
+        expected == options.writes,
+        "the primary holds {expected} products, expected {}",
+        options.writes
+    );
     for edge in &edges {
         let listed = list_all(&http, edge, &token).await?;
-        ensure!(listed == expected, "{}: lists {listed} products, the primary has {expected}", edge.region);
+        ensure!(
+            listed == expected,
+            "{}: lists {listed} products, the primary has {expected}",
+            edge.region
+        );
         println!("{}: converged ({listed} products)", edge.region);
     }
     println!("rehearsal passed: convergence and read-your-writes held at every edge");
@@ -104,10 +138,14 @@ pub async fn rehearse(options: RehearsalOptions) -> anyhow::Result<()> {
 }
 
 async fn primary_count(database_url: &str) -> anyhow::Result<usize> {
-    let connector = auto_order_sync::PgConnector::from_url(database_url).map_err(anyhow::Error::msg)?;
+    let connector =
+        auto_order_sync::PgConnector::from_url(database_url).map_err(anyhow::Error::msg)?;
     let client = connector.connect(None).await?;
     let row = client
-        .query_one("select count(*) from products where owner_id = 'rehearsal-user'", &[])
+        .query_one(
+            "select count(*) from products where owner_id = 'rehearsal-user'",
+            &[],
+        )
         .await?;
     Ok(row.get::<_, i64>(0) as usize)
 }
@@ -116,7 +154,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn start_edge(exe: &Path, o: &RehearsalOptions, region: &'static str, dir: &Path, port: u16) -> anyhow::Result<Edge> {
+fn start_edge(
+    exe: &Path,
+    o: &RehearsalOptions,
+    region: &'static str,
+    dir: &Path,
+    port: u16,
+) -> anyhow::Result<Edge> {
     let child = Command::new(exe)
         .arg("serve")
         .env("DATABASE_URL", &o.database_url)
@@ -171,33 +215,81 @@ struct Created {
 
 /// Creates a product at the primary-region edge (in `fly-replay` mode: sends it to a
 /// non-primary edge first, follows its `fly-replay` answer like Fly's proxy would).
-async fn write_product(http: &reqwest::Client, edges: &[Edge], token: &str, n: usize, mode: &str) -> anyhow::Result<Created> {
+async fn write_product(
+    http: &reqwest::Client,
+    edges: &[Edge],
+    token: &str,
+    n: usize,
+    mode: &str,
+) -> anyhow::Result<Created> {
     let body = json!({ "name": format!("rehearsal product {n}"), "reorder_quantity": 1 + (n % 3) });
     let mut target = &edges[0];
     let mut replayed_from = None;
     if mode == "fly-replay" {
         let edge = &edges[1 + n % (edges.len() - 1)];
-        let resp = http.post(format!("{}/api/products", edge.url)).bearer_auth(token).json(&body).send().await?;
-        let replay = resp.headers().get("fly-replay").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let replay = replay.with_context(|| format!("{}: a write in fly-replay mode was not replayed ({})", edge.region, resp.status()))?;
+        let resp = http
+            .post(format!("{}/api/products", edge.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let replay = resp
+            .headers()
+            .get("fly-replay")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let replay = replay.with_context(|| {
+            format!(
+                "{}: a write in fly-replay mode was not replayed ({})",
+                edge.region,
+                resp.status()
+            )
+        })?;
         let region = replay.strip_prefix("region=").unwrap_or(&replay);
-        target = edges.iter().find(|e| e.region == region).with_context(|| format!("replay to unknown region {region}"))?;
+        target = edges
+            .iter()
+            .find(|e| e.region == region)
+            .with_context(|| format!("replay to unknown region {region}"))?;
         replayed_from = Some(edge.region);
     }
-    let mut request = http.post(format!("{}/api/products", target.url)).bearer_auth(token).json(&body);
+    let mut request = http
+        .post(format!("{}/api/products", target.url))
+        .bearer_auth(token)
+        .json(&body);
     if let Some(src) = replayed_from {
         request = request.header("fly-replay-src", format!("region={src}"));
     }
     let resp = request.send().await?;
-    ensure!(resp.status().as_u16() == 201, "create at {} answered {}", target.region, resp.status());
-    let sync_token = resp.headers().get("x-sync-token").and_then(|v| v.to_str().ok()).map(str::to_owned).context("no X-Sync-Token on a write")?;
+    ensure!(
+        resp.status().as_u16() == 201,
+        "create at {} answered {}",
+        target.region,
+        resp.status()
+    );
+    let sync_token = resp
+        .headers()
+        .get("x-sync-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .context("no X-Sync-Token on a write")?;
     let row: Value = resp.json().await?;
-    let id = row["id"].as_str().context("created product has no id")?.to_owned();
+    let id = row["id"]
+        .as_str()
+        .context("created product has no id")?
+        .to_owned();
     Ok(Created { id, sync_token })
 }
 
-async fn get_product(http: &reqwest::Client, edge: &Edge, token: &str, id: &str, sync_token: Option<&str>) -> anyhow::Result<Option<Value>> {
-    let mut request = http.get(format!("{}/api/products/{id}", edge.url)).bearer_auth(token);
+async fn get_product(
+    http: &reqwest::Client,
+    edge: &Edge,
+    token: &str,
+    id: &str,
+    sync_token: Option<&str>,
+) -> anyhow::Result<Option<Value>> {
+    let mut request = http
+        .get(format!("{}/api/products/{id}", edge.url))
+        .bearer_auth(token);
     if let Some(t) = sync_token {
         request = request.header("x-sync-token", t);
     }
@@ -211,7 +303,12 @@ async fn get_product(http: &reqwest::Client, edge: &Edge, token: &str, id: &str,
 
 /// Time until the product is visible at `edge` without a token (replication lag as seen by
 /// a reader).
-async fn wait_visible(http: &reqwest::Client, edge: &Edge, token: &str, id: &str) -> anyhow::Result<Duration> {
+async fn wait_visible(
+    http: &reqwest::Client,
+    edge: &Edge,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         if get_product(http, edge, token, id, None).await?.is_some() {
@@ -229,7 +326,14 @@ async fn list_all(http: &reqwest::Client, edge: &Edge, token: &str) -> anyhow::R
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = http.get(url).bearer_auth(token).send().await?.error_for_status()?.json().await?;
+        let page: Value = http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         count += page["items"].as_array().map_or(0, Vec::len);
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),

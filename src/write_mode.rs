@@ -34,12 +34,21 @@ impl std::str::FromStr for WriteMode {
 
 /// Middleware: in `fly-replay` mode, sends writes that reach a non-primary region to the
 /// primary region.
-pub async fn replay_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn replay_writes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let config = &state.config;
-    let is_write = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let is_write = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
     let replayed = request.headers().contains_key("fly-replay-src");
     match (&config.primary_region, config.write_mode) {
-        (Some(primary), WriteMode::FlyReplay) if is_write && !replayed && !config.is_primary_region() => {
+        (Some(primary), WriteMode::FlyReplay)
+            if is_write && !replayed && !config.is_primary_region() =>
+        {
             tracing::debug!(primary_region = %primary, "write replayed to the primary region");
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::CONFLICT;

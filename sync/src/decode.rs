@@ -35,7 +35,15 @@ pub fn format_timestamp(ts: DateTime<Utc>) -> String {
     put(14, ts.minute(), 2);
     put(17, ts.second(), 2);
     put(20, ts.nanosecond() % 1_000_000_000 / 1000, 6);
-    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (26, b'Z')] {
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
         out[at] = c;
     }
     String::from_utf8(out.to_vec()).expect("ascii")
@@ -106,12 +114,10 @@ fn value_from_copy(
     i: usize,
 ) -> Result<Value, tokio_postgres::Error> {
     let value = match kind {
-        ColumnKind::Uuid => row
-            .try_get::<Option<uuid::Uuid>>(i)?
-            .map(|u| {
-                let mut buf = uuid::Uuid::encode_buffer();
-                Value::Text(u.hyphenated().encode_lower(&mut buf).to_owned())
-            }),
+        ColumnKind::Uuid => row.try_get::<Option<uuid::Uuid>>(i)?.map(|u| {
+            let mut buf = uuid::Uuid::encode_buffer();
+            Value::Text(u.hyphenated().encode_lower(&mut buf).to_owned())
+        }),
         ColumnKind::Text => row
             .try_get::<Option<&str>>(i)?
             .map(|s| Value::Text(s.to_owned())),
@@ -168,8 +174,13 @@ mod tests {
             "2024-02-29T23:59:59.999999Z",
             "0001-01-01T00:00:00.000001Z",
         ] {
-            let ts = DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
-            assert_eq!(format_timestamp(ts), ts.to_rfc3339_opts(SecondsFormat::Micros, true));
+            let ts = DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc);
+            assert_eq!(
+                format_timestamp(ts),
+                ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+            );
         }
     }
 

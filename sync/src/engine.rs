@@ -216,14 +216,18 @@ impl Engine {
         let client = self.client.as_mut().expect("streaming implies connected");
         // A prefetched batch is valid only for exactly the state it was pulled against (a
         // resync in between, even to the same watermark, changes the snapshot filter).
-        let prefetched = self.prefetched.take().filter(|(from, snapshot, _)| {
-            *from == local.watermark && *snapshot == local.snapshot
-        });
+        let prefetched = self
+            .prefetched
+            .take()
+            .filter(|(from, snapshot, _)| *from == local.watermark && *snapshot == local.snapshot);
         let pulled = match prefetched {
             Some((_, _, pulled)) => pulled,
             None => match pull_batch(client, &local, local.watermark, &self.config).await? {
                 PullOutcome::NeedsResync(reason) => {
-                    tracing::warn!(?reason, "the change log cannot bring this replica up to date");
+                    tracing::warn!(
+                        ?reason,
+                        "the change log cannot bring this replica up to date"
+                    );
                     self.state = State::Resync(reason);
                     return Ok(Step::Connected);
                 }
@@ -251,8 +255,10 @@ impl Engine {
                 // used only if the replica's watermark is where it expects; any error in it is
                 // dropped here and the pull simply happens again in the next step.
                 let client = self.client.as_mut().expect("streaming implies connected");
-                let (applied, next) =
-                    tokio::join!(apply, pull_batch(client, &local, next_watermark, &self.config));
+                let (applied, next) = tokio::join!(
+                    apply,
+                    pull_batch(client, &local, next_watermark, &self.config)
+                );
                 if let Ok(PullOutcome::Pulled(next)) = next {
                     self.prefetched = Some((next_watermark, local.snapshot.clone(), next));
                 }

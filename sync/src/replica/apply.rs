@@ -64,7 +64,9 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
     // Tombstones are rare: when there are none (and this batch has deleted nothing yet),
     // upserts skip the tombstone lookups altogether.
     let mut tombstones_possible: bool =
-        tx.query_row("select exists (select 1 from sync_tombstones)", [], |r| r.get(0))?;
+        tx.query_row("select exists (select 1 from sync_tombstones)", [], |r| {
+            r.get(0)
+        })?;
     for change in &batch.changes {
         let table = catalog::table(&change.table).ok_or_else(|| {
             SyncError::fatal(format!(
@@ -212,7 +214,13 @@ fn statements(table: &'static Table) -> &'static Statements {
                     "delete from {} where id = ?1 and version < ?2 returning owner_id",
                     t.name
                 );
-                (t.name, Statements { upsert: upsert_sql(t), delete })
+                (
+                    t.name,
+                    Statements {
+                        upsert: upsert_sql(t),
+                        delete,
+                    },
+                )
             })
             .collect()
     });

@@ -54,7 +54,8 @@ impl Replica {
              pragma foreign_keys = off;
              pragma temp_store = memory;
              pragma cache_size = -65536;
-             pragma mmap_size = 268435456;",
+             pragma mmap_size = 268435456;
+             pragma threads = 2;",
         )?;
         writer.execute_batch(SCHEMA)?;
 
@@ -64,7 +65,8 @@ impl Replica {
                 c.busy_timeout(BUSY_TIMEOUT)?;
                 c.execute_batch(
                     "pragma query_only = on; pragma cache_size = -16384;
-                     pragma mmap_size = 268435456;",
+                     pragma mmap_size = 268435456;
+             pragma threads = 2;",
                 )
             });
         let readers = r2d2::Pool::builder()

@@ -198,10 +198,9 @@ fn reqwest_client() -> anyhow::Result<reqwest::Client> {
 async fn wait_healthy(http: &reqwest::Client, edge: &Edge) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(resp) = http.get(format!("{}/api/health", edge.url)).send().await {
-            if resp.status().is_success() {
-                return Ok(());
-            }
+        let health = http.get(format!("{}/api/health", edge.url)).send().await;
+        if health.is_ok_and(|resp| resp.status().is_success()) {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -39,14 +39,18 @@ async fn a_cursor_behind_the_prune_point_resyncs_by_itself() {
     // Prune until the prune point passes the stopped edge's cursor (the horizon is
     // cluster-wide: other tests' open transactions can hold it back for a moment).
     let client = std::sync::Arc::new(tokio::sync::Mutex::new(db.connect().await));
-    wait_until("the prune point passes the edge's cursor", Duration::from_secs(60), || {
-        let client = client.clone();
-        async move {
-            let mut client = client.lock().await;
-            let report = prune_changes(&mut client, Duration::ZERO).await.unwrap();
-            report.pruned_below > watermark
-        }
-    })
+    wait_until(
+        "the prune point passes the edge's cursor",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            async move {
+                let mut client = client.lock().await;
+                let report = prune_changes(&mut client, Duration::ZERO).await.unwrap();
+                report.pruned_below > watermark
+            }
+        },
+    )
     .await;
 
     // Act

@@ -11,6 +11,7 @@ mod serve;
 mod sync_atomicity;
 mod sync_convergence;
 mod sync_crash;
+mod sync_faults;
 mod sync_ordering;
 mod sync_recovery;
 mod sync_resync;

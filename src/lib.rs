@@ -7,6 +7,7 @@
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`db`]: the primary's write pool and Postgres error mapping.
 //! - [`consistency`]: read-your-writes (`X-Sync-Token`).
+//! - [`predict`]: next-purchase prediction from an order history (pure).
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
 //! - [`api`]: the HTTP routes.
@@ -20,5 +21,6 @@ pub mod config;
 pub mod consistency;
 pub mod db;
 pub mod error;
+pub mod predict;
 pub mod server;
 pub mod telemetry;

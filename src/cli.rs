@@ -39,6 +39,9 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
         older_than: Duration,
     },
+    /// Local development in one command: create and migrate the database, load demo data,
+    /// start the edge with the dev issuer and print a token (refused in production).
+    Dev,
     /// Print a token from the local dev issuer (development only).
     Token {
         /// The user (`sub`) the token is for.
@@ -89,6 +92,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
+        Command::Dev => crate::dev::run(config).await,
         Command::Migrate => {
             let mut client = connector(&config)?.connect(None).await?;
             let applied = migrate::run_migrations(&mut client).await?;

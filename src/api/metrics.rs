@@ -87,8 +87,7 @@ impl Metrics {
             histogram!("http_request_duration_seconds", "method" => method, "route" => route)
                 .record(latency.as_secs_f64());
         });
-        if self.inner.requests.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1
-        {
+        if self.inner.requests.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
             self.inner.handle.run_upkeep();
         }
     }
@@ -168,7 +167,10 @@ async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
     // LEAD: wire the read cache here once it exists:
     // s.metrics.record_cache_stats(s.state.cache.hits(), s.state.cache.misses());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }

@@ -126,7 +126,12 @@ mod tests {
         assert_eq!(within_days(Some("other=1")).unwrap(), 7);
         assert_eq!(within_days(Some("within_days=0")).unwrap(), 0);
         assert_eq!(within_days(Some("a=b&within_days=365")).unwrap(), 365);
-        for bad in ["within_days=366", "within_days=-1", "within_days=x", "within_days"] {
+        for bad in [
+            "within_days=366",
+            "within_days=-1",
+            "within_days=x",
+            "within_days",
+        ] {
             assert!(within_days(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -68,9 +68,7 @@ impl Limiter {
     }
 
     fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let cell = self
-            .keys
-            .get_with_by_ref(key, || Arc::new(Mutex::new(now)));
+        let cell = self.keys.get_with_by_ref(key, || Arc::new(Mutex::new(now)));
         let mut tat = cell.lock().unwrap_or_else(|p| p.into_inner());
         let arrival = (*tat).max(now);
         let ahead = arrival - now;
@@ -125,7 +123,11 @@ impl RateLimit {
     }
 }
 
-pub async fn rate_limit(State(rl): State<Arc<RateLimit>>, mut req: Request, next: Next) -> Response {
+pub async fn rate_limit(
+    State(rl): State<Arc<RateLimit>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if rl.exempt(req.uri().path()) {
         return next.run(req).await;
     }
@@ -160,7 +162,10 @@ fn client_ip(req: &Request, behind_fly_proxy: bool) -> String {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        Some(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
         Some(ip) => ip.to_string(),
         None => "unknown".to_owned(),
     }
@@ -198,7 +203,10 @@ mod tests {
 
         assert_eq!(wait, Duration::from_secs(12));
         assert!(limiter.check_at("other", now).is_ok(), "keys are separate");
-        assert!(limiter.check_at("k", now + wait).is_ok(), "one request later");
+        assert!(
+            limiter.check_at("k", now + wait).is_ok(),
+            "one request later"
+        );
     }
 
     #[test]

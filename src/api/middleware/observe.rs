@@ -73,8 +73,16 @@ pub async fn observe(State(o): State<Arc<Observe>>, req: Request, next: Next) ->
     let region = o.region.as_deref().unwrap_or("");
     if status >= 500 {
         tracing::error!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request failed");
+    } else if is_probe(&route) {
+        // Health checks and scrapes arrive every few seconds: keep them out of info logs.
+        tracing::debug!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
     } else {
         tracing::info!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
     }
     response
+}
+
+/// Health probes and metric scrapes.
+fn is_probe(route: &str) -> bool {
+    route == "/metrics" || route.contains("/health")
 }

@@ -176,7 +176,11 @@ async fn verified_sub(auth: &Authenticator, req: &mut Request) -> Option<String>
     if let Some(user) = req.extensions().get::<crate::auth::AuthUser>() {
         return Some(user.sub.clone());
     }
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    // Exactly one header, as the extractor demands (it rejects several).
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let (value, None) = (values.next()?.to_str().ok()?, values.next()) else {
+        return None;
+    };
     let (scheme, token) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;

@@ -39,6 +39,26 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
         older_than: Duration,
     },
+    /// Local development in one command: create and migrate the database, load demo data,
+    /// start the edge with the dev issuer and print a token (refused in production).
+    Dev,
+    /// Rehearse a multi-region deployment locally: three edges (iad, lhr, syd) on loopback
+    /// against DATABASE_URL; writes at one, reads at the others; prints lag and checks
+    /// convergence.
+    Rehearse {
+        /// Products to write.
+        #[arg(long, default_value_t = 20)]
+        writes: usize,
+        /// forward or fly-replay.
+        #[arg(long, default_value = "forward")]
+        write_mode: String,
+        /// The edges listen on this port and the next two.
+        #[arg(long, default_value_t = 18080)]
+        first_port: u16,
+        /// Where the edges keep their data (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Print a token from the local dev issuer (development only).
     Token {
         /// The user (`sub`) the token is for.
@@ -89,6 +109,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
+        Command::Dev => crate::dev::run(config).await,
         Command::Migrate => {
             let mut client = connector(&config)?.connect(None).await?;
             let applied = migrate::run_migrations(&mut client).await?;
@@ -117,6 +138,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let token = crate::auth::mint_dev_token(&config.data_dir, &sub, &permissions, ttl)?;
             println!("{token}");
             Ok(())
+        }
+        Command::Rehearse {
+            writes,
+            write_mode,
+            first_port,
+            dir,
+        } => {
+            let scratch = tempfile::tempdir()?;
+            let options = crate::rehearsal::RehearsalOptions {
+                database_url: config.database_url().to_owned(),
+                base_dir: dir.unwrap_or_else(|| scratch.path().to_owned()),
+                first_port,
+                write_mode,
+                writes,
+            };
+            crate::rehearsal::rehearse(options).await
         }
         Command::Prune { older_than } => {
             let mut client = connector(&config)?.connect(None).await?;

@@ -27,6 +27,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The caller (an IP or a user) sent more requests than the rate limit allows (429).
+    #[error("too many requests; retry later")]
+    TooManyRequests { retry_after: Duration },
     #[error("{message}")]
     Unavailable {
         message: &'static str,
@@ -47,7 +50,7 @@ pub struct ErrorBody<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail<'a> {
     /// Machine-readable: `invalid_field`, `bad_request`, `not_found`, `conflict`,
-    /// `payload_too_large`, `unavailable`, `invalid_token`, `insufficient_scope`, `internal`.
+    /// `payload_too_large`, `rate_limited`, `unavailable`, `invalid_token`, `insufficient_scope`, `internal`.
     pub code: &'a str,
     /// A short human-readable reason.
     pub message: String,
@@ -61,6 +64,14 @@ impl ApiError {
         ApiError::Invalid {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// The replica has not finished its first sync: data routes cannot answer yet.
+    pub fn replica_not_ready() -> Self {
+        ApiError::Unavailable {
+            message: "this edge is loading its replica; retry shortly",
+            retry_after: Duration::from_secs(2),
         }
     }
 
@@ -79,6 +90,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Auth(e) => e.status_code(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,6 +104,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Auth(e) => e.code(),
             ApiError::Internal(_) => "internal",
@@ -116,17 +129,22 @@ impl IntoResponse for ApiError {
                 message,
                 retry_after,
             } => {
-                let mut response = body(
+                let response = body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     message.into(),
                     None,
                 );
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after.as_secs().max(1)),
+                with_retry_after(response, retry_after)
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                let response = body(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests; retry later".into(),
+                    None,
                 );
-                response
+                with_retry_after(response, retry_after)
             }
             ref other => {
                 let field = match other {
@@ -141,6 +159,15 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn with_retry_after(mut response: Response, retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
 }
 
 fn body(status: StatusCode, code: &str, message: String, field: Option<&str>) -> Response {

@@ -9,7 +9,9 @@
 //! - [`error`]: the one API error type and its JSON body.
 //! - [`db`]: the primary's write pool and Postgres error mapping.
 //! - [`consistency`]: read-your-writes (`X-Sync-Token`).
+//! - [`predict`]: next-purchase prediction from an order history (pure).
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
+//! - [`dev`]: `auto-order dev`, the one-command local start with demo data.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
 //! - [`api`]: the HTTP routes.
 //!
@@ -21,7 +23,9 @@ pub mod cli;
 pub mod config;
 pub mod consistency;
 pub mod db;
+pub mod dev;
 pub mod error;
+pub mod predict;
 pub mod rehearsal;
 pub mod server;
 pub mod telemetry;

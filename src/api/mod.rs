@@ -3,7 +3,13 @@
 //! Routes are served under `/api` and again under `/api/{API_VERSION}`.
 //! - [`health`]: `GET /api/health`, `GET /api/health/db`.
 //! - [`admin`]: `POST /api/admin/resync`, `GET /api/admin/sync` (permission `admin:sync`).
+//! - [`predictions`]: `GET /api/predictions/{productId}`; [`reorders`]: `GET /api/reorders`
+//!   (both read through [`history`], computed by [`crate::predict`]).
 //! - [`openapi`]: the OpenAPI document and the docs page.
+//! - [`metrics`]: `GET /metrics` (outside `/api`, no auth).
+//! - [`ready`]: [`require_ready`] / [`ReplicaReady`], the 503 of data routes before the
+//!   first sync.
+//! - [`middleware`]: the request layers (see [`app`] for their order).
 //!
 //! Each resource module exposes `router() -> OpenApiRouter<AppState>` built with
 //! `utoipa_axum::routes!` over `#[utoipa::path]`-annotated handlers, so the OpenAPI document
@@ -11,16 +17,25 @@
 
 pub mod admin;
 pub mod health;
+pub mod history;
+pub mod metrics;
+pub mod middleware;
 pub mod openapi;
+pub mod predictions;
+pub mod ready;
+pub mod reorders;
+
+pub use ready::{ReplicaReady, require_ready};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use auto_order_sync::SyncHandle;
 use axum::Router;
-use axum::extract::FromRef;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -49,6 +64,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(health::router())
         .merge(admin::router())
+        .merge(predictions::router())
+        .merge(reorders::router())
 }
 
 /// The routes and the OpenAPI document describing them.
@@ -62,16 +79,60 @@ pub fn routes_and_doc(api_version: &str) -> (Router<AppState>, utoipa::openapi::
     (api.merge(versioned), doc)
 }
 
-/// The whole application router.
+/// Largest request body accepted (the JSON extractor rejects bigger ones).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// Requests running longer than this are answered 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The whole application router, with its layers. Outermost first:
+///
+/// 1. request id: `x-request-id` kept from the client or generated (uuid), echoed back;
+/// 2. [`middleware::observe`]: span, JSON access log, request metrics, `fly-region`;
+/// 3. CORS (preflights are answered here, before limits and auth);
+/// 4. gzip of responses when the client accepts it;
+/// 5. [`middleware::rate_limit`]: per IP and per verified user (429);
+/// 6. the 15 s timeout (503);
+/// 7. the 64 KiB body limit.
+///
+/// `Router::layer` wraps each route, so the matched route template is known to all of them.
+/// Each call builds its own metrics recorder and limiter state (tests run several apps).
 pub fn app(state: AppState) -> Router {
-    let (routes, doc) = routes_and_doc(&state.config.api_version);
+    let config = state.config.clone();
+    let metrics = metrics::Metrics::new();
+    let observe = middleware::observe::Observe::new(metrics.clone(), config.region.clone());
+    let limits = middleware::rate_limit::RateLimit::new(
+        config.rate_limit_max,
+        config.rate_limit_window,
+        config.region.is_some(),
+        &config.api_version,
+        state.auth.clone(),
+        metrics.clone(),
+    );
+    let (routes, doc) = routes_and_doc(&config.api_version);
+    let write_mode =
+        axum::middleware::from_fn_with_state(state.clone(), crate::write_mode::replay_writes);
     routes
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .merge(state.auth.dev_routes())
-        .layer(TraceLayer::new_for_http())
+        .with_state(state.clone())
+        .merge(metrics::router(state, metrics))
+        .layer(write_mode)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(15),
+            REQUEST_TIMEOUT,
         ))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            middleware::rate_limit::rate_limit,
+        ))
+        .layer(CompressionLayer::new())
+        .layer(middleware::cors::layer(&config.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(
+            observe,
+            middleware::observe::observe,
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }

@@ -13,7 +13,11 @@ async fn in_fly_replay_mode_a_write_outside_the_primary_region_is_replayed_there
     let db = TestDb::new().await;
     let app = TestApp::spawn_with(
         &db.url,
-        &[("WRITE_MODE", "fly-replay"), ("FLY_REGION", "lhr"), ("PRIMARY_REGION", "iad")],
+        &[
+            ("WRITE_MODE", "fly-replay"),
+            ("FLY_REGION", "lhr"),
+            ("PRIMARY_REGION", "iad"),
+        ],
     )
     .await;
     let token = app.token("alice", &[]);
@@ -49,7 +53,11 @@ async fn in_fly_replay_mode_a_write_outside_the_primary_region_is_replayed_there
     // Assert
     assert_eq!(first.headers()["fly-replay"], "region=iad");
     assert_eq!(rows_after_first, 0, "the edge itself wrote nothing");
-    assert_eq!(replayed.status(), StatusCode::CREATED, "a replayed request is executed");
+    assert_eq!(
+        replayed.status(),
+        StatusCode::CREATED,
+        "a replayed request is executed"
+    );
     assert_eq!(read.status(), StatusCode::OK, "reads are served locally");
 }
 
@@ -83,9 +91,15 @@ async fn the_three_region_rehearsal_converges_with_read_your_writes() {
     let report = rehearse(&db, "forward");
 
     for region in ["iad", "lhr", "syd"] {
-        assert!(report.contains(&format!("{region}: converged (5 products)")), "{report}");
+        assert!(
+            report.contains(&format!("{region}: converged (5 products)")),
+            "{report}"
+        );
     }
-    assert!(report.contains("lhr: write at iad visible after p50"), "{report}");
+    assert!(
+        report.contains("lhr: write at iad visible after p50"),
+        "{report}"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,12 @@
 mod support;
 
 mod api_admin;
+mod api_middleware;
+mod api_openapi;
+mod api_predictions;
 mod auth;
+mod deploy_rehearsal;
+mod dev_command;
 mod migrate;
 mod serve;
 mod sync_atomicity;

@@ -1,0 +1,176 @@
+//! `GET /metrics`: Prometheus text exposition (not under `/api`, no auth).
+//!
+//! Each [`app`](super::app) builds its own recorder (`PrometheusBuilder::build_recorder`)
+//! and records through it with `metrics::with_local_recorder`; nothing is installed
+//! globally, so several apps in one process (the tests) never share or fight over a
+//! recorder, and there is no HTTP listener besides the app's own.
+//!
+//! Recorded as they happen (by the request middleware):
+//! - `http_requests_total{method,route,status}`: `route` is the matched route template
+//!   (`/api/predictions/{productId}`), `unmatched` otherwise, so cardinality stays bounded.
+//! - `http_request_duration_seconds{method,route}`: histogram.
+//! - `http_rate_limited_total{scope}`: 429s, `scope` = `ip` or `user`.
+//!
+//! Computed at scrape time from the sync engine, the authenticator and the primary pool:
+//! `auto_order_replica_*`, `auto_order_sync_*`, `auto_order_primary_*`, `auto_order_jwks_*`
+//! (see [`Metrics::record_state`]), and the read cache through [`Metrics::record_cache_stats`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use super::AppState;
+
+/// Latency buckets, in seconds: 1 ms … 15 s (the request timeout).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+];
+
+/// Histograms are folded into their buckets every this many requests (and at each scrape),
+/// so memory stays flat even if nothing scrapes.
+const UPKEEP_EVERY: u64 = 1024;
+
+/// One app's metrics: its recorder and the handle that renders it. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    requests: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("latency buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        Metrics {
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                requests: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Runs `f` with this app's recorder as the current one (`counter!` etc. record here).
+    pub fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.inner.recorder, f)
+    }
+
+    /// One finished request.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
+        self.with(|| {
+            let (method, route) = (method.to_owned(), route.to_owned());
+            counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(),
+                "status" => status.to_string())
+            .increment(1);
+            histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+                .record(latency.as_secs_f64());
+        });
+        if self.inner.requests.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            self.inner.handle.run_upkeep();
+        }
+    }
+
+    /// A request refused by the rate limiter; `scope` is `ip` or `user`.
+    pub fn record_rate_limited(&self, scope: &'static str) {
+        self.with(|| counter!("http_rate_limited_total", "scope" => scope).increment(1));
+    }
+
+    /// HOOK for the read cache (lead: wire it in [`scrape`], e.g.
+    /// `metrics.record_cache_stats(state.cache.hits(), state.cache.misses())`).
+    /// Takes the cache's running totals; exported as counters.
+    pub fn record_cache_stats(&self, hits: u64, misses: u64) {
+        self.with(|| {
+            counter!("auto_order_cache_hits_total").absolute(hits);
+            counter!("auto_order_cache_misses_total").absolute(misses);
+        });
+    }
+
+    /// Gauges and counters read from the sync engine, the authenticator and the primary
+    /// pool at scrape time.
+    pub fn record_state(&self, state: &AppState) {
+        let s = state.sync.status();
+        let auth = state.auth.status();
+        let (pool_size, pool_available) = state.primary.pool_status();
+        self.with(|| {
+            gauge!("auto_order_replica_ready").set(f64::from(u8::from(s.ready)));
+            // Replication lag: age of the newest applied change, and of the last pull.
+            if let Some(age) = s.last_change_age() {
+                gauge!("auto_order_replica_lag_seconds").set(age.as_secs_f64());
+            }
+            if let Some(age) = s.since_last_pull() {
+                gauge!("auto_order_replica_last_pull_age_seconds").set(age.as_secs_f64());
+            }
+            gauge!("auto_order_replica_watermark").set(s.watermark as f64);
+            if let Some(h) = s.primary_horizon {
+                gauge!("auto_order_primary_horizon").set(h as f64);
+            }
+            gauge!("auto_order_sync_backlog").set(s.backlog.unwrap_or(0) as f64);
+            counter!("auto_order_sync_applied_batches_total").absolute(s.applied_batches);
+            counter!("auto_order_sync_applied_changes_total").absolute(s.applied_changes);
+            counter!("auto_order_sync_resyncs_total").absolute(s.resyncs);
+            gauge!("auto_order_primary_reachable").set(f64::from(u8::from(s.primary_reachable)));
+            gauge!("auto_order_primary_pool_size").set(pool_size as f64);
+            gauge!("auto_order_primary_pool_available").set(pool_available as f64);
+            if let Some(age) = auth.jwks_age_seconds {
+                gauge!("auto_order_jwks_age_seconds").set(age as f64);
+            }
+            gauge!("auto_order_jwks_keys").set(auth.key_count as f64);
+            counter!("auto_order_jwks_refreshes_total").absolute(auth.fetches);
+            counter!("auto_order_jwks_refresh_failures_total").absolute(auth.fetch_failures);
+        });
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.inner.handle.run_upkeep();
+        self.inner.handle.render()
+    }
+}
+
+#[derive(Clone)]
+struct Scrape {
+    state: AppState,
+    metrics: Metrics,
+}
+
+/// `GET /metrics`, with its own state; merge it outside `/api`.
+pub fn router(state: AppState, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Scrape { state, metrics })
+}
+
+async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
+    s.metrics.record_state(&s.state);
+    // LEAD: wire the read cache here once it exists:
+    // s.metrics.record_cache_stats(s.state.cache.hits(), s.state.cache.misses());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}

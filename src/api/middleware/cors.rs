@@ -1,0 +1,55 @@
+//! CORS from `CORS_ORIGIN`: a comma-separated list of origins, or `*`; unset allows no
+//! cross-origin access (preflights are answered without `Access-Control-Allow-Origin`).
+//!
+//! Tokens travel in the `Authorization` header, never in cookies, so credentials mode is not
+//! enabled (and `*` stays legal).
+
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// How long a browser may cache a preflight answer.
+const MAX_AGE: Duration = Duration::from_secs(600);
+
+pub fn layer(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| match HeaderValue::from_str(o) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    tracing::warn!(origin = %o, "CORS_ORIGIN entry is not a valid origin; ignored");
+                    None
+                }
+            })
+            .collect();
+        AllowOrigin::list(list)
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-sync-token"),
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-sync-token"),
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("fly-region"),
+        ])
+        .max_age(MAX_AGE)
+}

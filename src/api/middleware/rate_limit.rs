@@ -1,0 +1,227 @@
+//! Per-IP and per-user rate limits: at most `RATE_LIMIT_MAX` requests per
+//! `RATE_LIMIT_WINDOW_MS` for each client IP and for each user; past it, 429 with
+//! `Retry-After`. `/api/health*` and `/metrics` are exempt (probes and scrapers).
+//!
+//! # Keys
+//! - **IP**: the `Fly-Client-IP` header only when running on Fly (`FLY_REGION` set: Fly's
+//!   proxy sets it and clients cannot forge it past the proxy); otherwise the socket peer.
+//!   IPv6 clients are keyed by their /64, which one client can rotate within freely.
+//! - **User**: the `sub` of a *verified* token. The middleware verifies the bearer token
+//!   itself (the verifier caches successes, so this is the verification the handler would
+//!   do anyway) and leaves the [`AuthUser`] in the request extensions, where the extractor
+//!   picks it up instead of verifying again. An unverified `sub` is never used: a forged
+//!   token could otherwise exhaust another user's budget. Invalid tokens are left for the
+//!   extractor to reject; they still count against their IP.
+//!
+//! # Algorithm
+//! GCRA (the generic cell rate algorithm, as in `governor`): one instant per key, the
+//! "theoretical arrival time". It allows a burst of `max` and then one request every
+//! `window / max`, and gives an exact `Retry-After`. The keys live in a bounded `moka` cache
+//! (already a dependency) that forgets a key after one idle window, at which point its
+//! state would have reset anyway; `governor`'s keyed limiter would need its own periodic
+//! clean-up task and one more dependency for the same behaviour.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use moka::sync::Cache;
+
+use crate::api::metrics::Metrics;
+use crate::auth::Authenticator;
+use crate::error::ApiError;
+
+/// Most keys tracked at once per limiter; beyond it the least recently used are forgotten.
+const MAX_KEYS: u64 = 100_000;
+
+pub const FLY_CLIENT_IP: &str = "fly-client-ip";
+
+/// A keyed GCRA limiter.
+pub struct Limiter {
+    keys: Cache<String, Arc<Mutex<Instant>>>,
+    /// Time "spent" by one request: window / max.
+    interval: Duration,
+    /// How far ahead of now the arrival time may run: window - interval (a burst of max).
+    tolerance: Duration,
+}
+
+impl Limiter {
+    pub fn new(max: u32, window: Duration) -> Limiter {
+        let interval = window / max.max(1);
+        Limiter {
+            keys: Cache::builder()
+                .max_capacity(MAX_KEYS)
+                .time_to_idle(window.max(Duration::from_secs(1)))
+                .build(),
+            interval,
+            tolerance: window.saturating_sub(interval),
+        }
+    }
+
+    /// Counts one request of `key`: `Err(wait)` if it is over the limit.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.check_at(key, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let cell = self.keys.get_with_by_ref(key, || Arc::new(Mutex::new(now)));
+        let mut tat = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let arrival = (*tat).max(now);
+        let ahead = arrival - now;
+        if ahead > self.tolerance {
+            return Err(ahead - self.tolerance);
+        }
+        *tat = arrival + self.interval;
+        Ok(())
+    }
+}
+
+/// The middleware's state.
+pub struct RateLimit {
+    per_ip: Limiter,
+    per_user: Limiter,
+    /// Trust `Fly-Client-IP` (running on Fly).
+    behind_fly_proxy: bool,
+    api_version: String,
+    auth: Authenticator,
+    metrics: Metrics,
+}
+
+impl RateLimit {
+    pub fn new(
+        max: u32,
+        window: Duration,
+        behind_fly_proxy: bool,
+        api_version: &str,
+        auth: Authenticator,
+        metrics: Metrics,
+    ) -> Arc<RateLimit> {
+        Arc::new(RateLimit {
+            per_ip: Limiter::new(max, window),
+            per_user: Limiter::new(max, window),
+            behind_fly_proxy,
+            api_version: api_version.to_owned(),
+            auth,
+            metrics,
+        })
+    }
+
+    fn exempt(&self, path: &str) -> bool {
+        let api = path
+            .strip_prefix("/api")
+            .map(|rest| {
+                rest.strip_prefix('/')
+                    .and_then(|r| r.strip_prefix(self.api_version.as_str()))
+                    .unwrap_or(rest)
+            })
+            .unwrap_or("");
+        path == "/metrics" || api == "/health" || api.starts_with("/health/")
+    }
+}
+
+pub async fn rate_limit(
+    State(rl): State<Arc<RateLimit>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if rl.exempt(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let ip = client_ip(&req, rl.behind_fly_proxy);
+    if let Err(wait) = rl.per_ip.check(&ip) {
+        rl.metrics.record_rate_limited("ip");
+        return ApiError::TooManyRequests { retry_after: wait }.into_response();
+    }
+    if let Some(sub) = verified_sub(&rl.auth, &mut req).await
+        && let Err(wait) = rl.per_user.check(&sub)
+    {
+        rl.metrics.record_rate_limited("user");
+        return ApiError::TooManyRequests { retry_after: wait }.into_response();
+    }
+    next.run(req).await
+}
+
+/// The client's address as a limiter key (see the module docs).
+fn client_ip(req: &Request, behind_fly_proxy: bool) -> String {
+    let from_fly = behind_fly_proxy
+        .then(|| req.headers().get(FLY_CLIENT_IP))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    let ip = from_fly.or_else(|| {
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    });
+    match ip {
+        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.to_string())
+            .unwrap_or_default(),
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// Verifies the bearer token, if any, and stores the user for the `AuthUser` extractor.
+async fn verified_sub(auth: &Authenticator, req: &mut Request) -> Option<String> {
+    if let Some(user) = req.extensions().get::<crate::auth::AuthUser>() {
+        return Some(user.sub.clone());
+    }
+    // Exactly one header, as the extractor demands (it rejects several).
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let (value, None) = (values.next()?.to_str().ok()?, values.next()) else {
+        return None;
+    };
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let user = auth.verify(token.trim()).await.ok()?;
+    let sub = user.sub.clone();
+    req.extensions_mut().insert(user);
+    Some(sub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_max_passes_then_the_next_waits_one_interval() {
+        let limiter = Limiter::new(5, Duration::from_secs(60));
+        let now = Instant::now();
+
+        for _ in 0..5 {
+            assert!(limiter.check_at("k", now).is_ok());
+        }
+        let wait = limiter.check_at("k", now).unwrap_err();
+
+        assert_eq!(wait, Duration::from_secs(12));
+        assert!(limiter.check_at("other", now).is_ok(), "keys are separate");
+        assert!(
+            limiter.check_at("k", now + wait).is_ok(),
+            "one request later"
+        );
+    }
+
+    #[test]
+    fn a_refused_request_does_not_use_the_budget() {
+        let limiter = Limiter::new(1, Duration::from_secs(10));
+        let now = Instant::now();
+
+        assert!(limiter.check_at("k", now).is_ok());
+        assert!(limiter.check_at("k", now).is_err());
+        assert!(limiter.check_at("k", now).is_err());
+
+        assert!(limiter.check_at("k", now + Duration::from_secs(10)).is_ok());
+    }
+}

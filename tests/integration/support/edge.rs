@@ -146,14 +146,22 @@ pub async fn assert_same_as_primary(db: &TestDb, edge: &TestEdge) {
     for table in TABLES {
         let primary = primary_rows(&db.client, table.name).await;
         let replica = replica_rows(&reader, table.name);
-        assert_eq!(
-            primary.len(),
-            replica.len(),
-            "{}: primary has {} rows, replica {}",
-            table.name,
-            primary.len(),
-            replica.len()
-        );
+        if primary.len() != replica.len() {
+            let ids = |rows: &Rows| -> std::collections::BTreeSet<Option<String>> {
+                rows.iter().map(|r| r[0].clone()).collect()
+            };
+            let (p, r) = (ids(&primary), ids(&replica));
+            panic!(
+                "{}: primary has {} rows, replica {}; only on the primary: {:?}; only in the \
+                 replica: {:?}; replica state: {:?}",
+                table.name,
+                primary.len(),
+                replica.len(),
+                p.difference(&r).take(5).collect::<Vec<_>>(),
+                r.difference(&p).take(5).collect::<Vec<_>>(),
+                edge.handle.status(),
+            );
+        }
         for (p, r) in primary.iter().zip(&replica) {
             assert_eq!(p, r, "{}: row differs", table.name);
         }

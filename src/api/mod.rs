@@ -4,14 +4,24 @@
 //! - [`health`]: `GET /api/health`, `GET /api/health/db`.
 //! - [`admin`]: `POST /api/admin/resync`, `GET /api/admin/sync` (permission `admin:sync`).
 //! - [`openapi`]: the OpenAPI document and the docs page.
+//! - [`products`], [`orders`]: the caller's data, CRUD with keyset pagination; shared
+//!   pieces in [`extract`], [`validate`], [`paging`], [`reads`], [`writes`], [`idempotency`].
 //!
 //! Each resource module exposes `router() -> OpenApiRouter<AppState>` built with
 //! `utoipa_axum::routes!` over `#[utoipa::path]`-annotated handlers, so the OpenAPI document
 //! is generated from the same code that routes requests.
 
 pub mod admin;
+pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod openapi;
+pub mod orders;
+pub mod paging;
+pub mod products;
+pub mod reads;
+pub mod validate;
+pub mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Authenticator;
+use crate::cache::ReadCache;
 use crate::config::Config;
 use crate::db::Primary;
 
@@ -36,6 +47,8 @@ pub struct AppState {
     pub sync: SyncHandle,
     pub auth: Authenticator,
     pub primary: Primary,
+    /// Rendered hot reads, invalidated by the sync engine's change events.
+    pub cache: Arc<ReadCache>,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -49,6 +62,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(health::router())
         .merge(admin::router())
+        .merge(products::router())
+        .merge(orders::router())
 }
 
 /// The routes and the OpenAPI document describing them.

@@ -75,6 +75,11 @@ impl Application {
         self.state.sync.clone()
     }
 
+    /// The read cache (its hit and miss counters are exported as metrics).
+    pub fn cache(&self) -> Arc<ReadCache> {
+        self.state.cache.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains and stops the background tasks.
     pub async fn run_until_stopped(
         self,

@@ -5,6 +5,9 @@
 mod support;
 
 mod api_admin;
+mod api_consistency;
+mod api_orders;
+mod api_products;
 mod auth;
 mod migrate;
 mod serve;

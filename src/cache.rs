@@ -205,7 +205,11 @@ mod tests {
 
         cache.invalidate("products", "alice");
 
-        assert!(cache.get(&cache.key("products", "alice", "list".into()), None).is_none());
+        assert!(
+            cache
+                .get(&cache.key("products", "alice", "list".into()), None)
+                .is_none()
+        );
         assert!(cache.get(&other, None).is_some(), "orders were not touched");
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
     }

@@ -58,7 +58,12 @@ pub async fn claim(
         )
         .await
         .map_err(db_error)?;
-    if tx.execute(&insert, &[&owner, &key, &hash]).await.map_err(db_error)? == 1 {
+    if tx
+        .execute(&insert, &[&owner, &key, &hash])
+        .await
+        .map_err(db_error)?
+        == 1
+    {
         return Ok(Claim::New);
     }
     let select = tx
@@ -72,7 +77,9 @@ pub async fn claim(
         .query_opt(&select, &[&owner, &key])
         .await
         .map_err(db_error)?
-        .ok_or_else(|| ApiError::Conflict("a request with this Idempotency-Key is in progress".into()))?;
+        .ok_or_else(|| {
+            ApiError::Conflict("a request with this Idempotency-Key is in progress".into())
+        })?;
     if row.get::<_, String>(0) != hash {
         return Err(ApiError::invalid(
             HEADER,

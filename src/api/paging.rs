@@ -54,18 +54,16 @@ pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<(String, String)>, A
 }
 
 /// A page from `limit + 1` fetched items: the extra one only says there is a next page.
-pub fn page<T>(
-    mut items: Vec<T>,
-    limit: i64,
-    key: impl Fn(&T) -> (&str, &str),
-) -> Page<T> {
+pub fn page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> (&str, &str)) -> Page<T> {
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
     let next_cursor = more
-        .then(|| items.last().map(|last| {
-            let (time, id) = key(last);
-            encode_cursor(time, id)
-        }))
+        .then(|| {
+            items.last().map(|last| {
+                let (time, id) = key(last);
+                encode_cursor(time, id)
+            })
+        })
         .flatten();
     Page { items, next_cursor }
 }

@@ -16,7 +16,6 @@ use super::extract::IfNoneMatch;
 use crate::cache::CachedRead;
 use crate::consistency::{ReadFrom, SyncToken, read_from};
 use crate::error::ApiError;
-use crate::read::Row;
 
 /// What a data read needs to know about its request.
 pub struct ReadRequest<'a> {
@@ -38,7 +37,7 @@ pub fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Answers a read of `table` (cache key part `what`) with `load`, which runs the query where
-/// it is told and returns the view and the rows it was built from (for the `ETag`).
+/// it is told and returns the view.
 pub async fn cached_read<V, F, Fut>(
     state: &AppState,
     req: ReadRequest<'_>,
@@ -49,13 +48,18 @@ pub async fn cached_read<V, F, Fut>(
 where
     V: Serialize,
     F: FnOnce(ReadFrom) -> Fut,
-    Fut: Future<Output = Result<(V, Vec<Row>), ApiError>>,
+    Fut: Future<Output = Result<V, ApiError>>,
 {
     ensure_ready(state)?;
-    let from = read_from(&state.sync, req.token, state.config.read_your_writes_timeout).await;
+    let from = read_from(
+        &state.sync,
+        req.token,
+        state.config.read_your_writes_timeout,
+    )
+    .await;
     if from == ReadFrom::Primary {
-        let (view, rows) = load(from).await?;
-        return Ok(respond(&render(&view, &rows, 0)?, req.if_none_match));
+        let view = load(from).await?;
+        return Ok(respond(&render(&view, 0)?, req.if_none_match));
     }
     // Key (generation) first, then the watermark, then the query: see `crate::cache`.
     let key = state.cache.key(table, req.owner, what);
@@ -63,31 +67,26 @@ where
         return Ok(respond(&hit, req.if_none_match));
     }
     let watermark = state.sync.watermark();
-    let (view, rows) = load(from).await?;
-    let fresh = Arc::new(render(&view, &rows, watermark)?);
+    let view = load(from).await?;
+    let fresh = Arc::new(render(&view, watermark)?);
     state.cache.insert(key, fresh.clone());
     Ok(respond(&fresh, req.if_none_match))
 }
 
-fn render<V: Serialize>(view: &V, rows: &[Row], watermark: u64) -> Result<CachedRead, ApiError> {
+fn render<V: Serialize>(view: &V, watermark: u64) -> Result<CachedRead, ApiError> {
     let body = serde_json::to_vec(view)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("serialising a view: {e}")))?;
     Ok(CachedRead {
+        etag: etag(&body),
         body: Bytes::from(body),
-        etag: etag(rows),
         watermark,
     })
 }
 
-/// A weak entity tag over the ids and versions of the rows (and their order).
-pub fn etag(rows: &[Row]) -> String {
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for row in rows {
-        let version = row.int(row.len() - 1);
-        context.update(row.text(0).as_bytes());
-        context.update(&version.to_be_bytes());
-    }
-    let digest = context.finish();
+/// A weak entity tag over the rendered body: it covers the rows' ids and versions (each
+/// change of a row moves its version), their order, and a list's `next_cursor`.
+pub fn etag(body: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
     let hex: String = digest.as_ref()[..12]
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -65,6 +65,9 @@ pub fn currency(field: &str, value: &str) -> Result<(), ApiError> {
     if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(())
     } else {
-        Err(ApiError::invalid(field, "must be three uppercase letters, e.g. EUR"))
+        Err(ApiError::invalid(
+            field,
+            "must be three uppercase letters, e.g. EUR",
+        ))
     }
 }

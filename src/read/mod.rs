@@ -138,7 +138,9 @@ async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, Api
             let width = select.table.columns.len();
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(params.iter()), |r| {
-                    (0..width).map(|i| r.get::<_, rusqlite::types::Value>(i)).collect()
+                    (0..width)
+                        .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                        .collect()
                 })?
                 .collect::<rusqlite::Result<Vec<Vec<_>>>>()?;
             Ok(rows.into_iter().map(Row::new).collect())
@@ -194,7 +196,10 @@ mod tests {
     #[test]
     fn sqlite_sql_numbers_its_parameters() {
         let (sql, _) = select().sqlite();
-        assert!(sql.contains("where owner_id = ?1 and ordered_at >= ?2"), "{sql}");
+        assert!(
+            sql.contains("where owner_id = ?1 and ordered_at >= ?2"),
+            "{sql}"
+        );
         assert!(sql.contains("(ordered_at, id) < (?3, ?4)"), "{sql}");
     }
 }

@@ -21,15 +21,6 @@ impl Row {
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("decoding a primary row: {e}")))
     }
 
-    /// The number of columns.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn text(&self, i: usize) -> String {
         self.opt_text(i).unwrap_or_default()
     }

@@ -74,11 +74,17 @@ async fn a_read_with_the_token_on_a_lagging_edge_is_answered_from_the_primary() 
     // Assert
     assert_eq!(patched.status, StatusCode::OK, "{patched:?}");
     assert_eq!(with_token.status, StatusCode::OK, "{with_token:?}");
-    assert_eq!(with_token.body["name"], "Brie", "never older than the token");
+    assert_eq!(
+        with_token.body["name"], "Brie",
+        "never older than the token"
+    );
     assert_eq!(with_token.body, patched.body, "same shape from the primary");
     assert!(took < Duration::from_secs(3), "bounded wait, took {took:?}");
     assert_eq!(list_with_token.body["items"][0]["name"], "Brie");
-    assert_eq!(without_token.body["name"], "Cheese", "the replica still lags");
+    assert_eq!(
+        without_token.body["name"], "Cheese",
+        "the replica still lags"
+    );
     assert_eq!(reader.get(&path).await.body["name"], "Brie", "caught up");
 }
 

@@ -28,7 +28,10 @@ async fn an_order_can_be_created_read_patched_and_deleted_by_its_owner() {
     let path = format!("/api/orders/{}", created.id());
     let read = alice.get(&path).await;
     let patched = alice
-        .patch(&path, json!({"product_id": eggs, "currency": null, "quantity": 12}))
+        .patch(
+            &path,
+            json!({"product_id": eggs, "currency": null, "quantity": 12}),
+        )
         .await;
     let defaulted = alice
         .post("/api/orders", json!({"product_id": milk, "quantity": 1}))
@@ -86,13 +89,27 @@ async fn orders_are_listed_by_purchase_time_filtered_and_paged_without_gaps() {
     let bad_from = alice.get("/api/orders?from=yesterday").await;
 
     // Assert
-    let quantities: Vec<i64> = all.iter().map(|o| o["quantity"].as_i64().unwrap()).collect();
-    assert_eq!(quantities, (1..=14).rev().collect::<Vec<_>>(), "newest first, no gaps");
+    let quantities: Vec<i64> = all
+        .iter()
+        .map(|o| o["quantity"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        quantities,
+        (1..=14).rev().collect::<Vec<_>>(),
+        "newest first, no gaps"
+    );
     let ids: HashSet<&str> = all.iter().map(|o| o["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 14, "no duplicates");
     assert_eq!(coffee_only.len(), 7);
-    assert!(coffee_only.iter().all(|o| o["product_id"] == coffee.as_str()));
-    let window: Vec<i64> = window.iter().map(|o| o["quantity"].as_i64().unwrap()).collect();
+    assert!(
+        coffee_only
+            .iter()
+            .all(|o| o["product_id"] == coffee.as_str())
+    );
+    let window: Vec<i64> = window
+        .iter()
+        .map(|o| o["quantity"].as_i64().unwrap())
+        .collect();
     assert_eq!(window, vec![9, 8, 7, 6, 5], "from inclusive, to exclusive");
     assert_eq!(bad_from.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(bad_from.error().1.as_deref(), Some("from"));
@@ -114,20 +131,49 @@ async fn invalid_orders_get_a_json_4xx_naming_the_field_and_write_nothing() {
         (json!({"product_id": p}), "quantity"),
         (json!({"quantity": 1}), "product_id"),
         (json!({"product_id": "nope", "quantity": 1}), "product_id"),
-        (json!({"product_id": p, "quantity": 1, "currency": "eur"}), "currency"),
-        (json!({"product_id": p, "quantity": 1, "currency": "EURO"}), "currency"),
-        (json!({"product_id": p, "quantity": 1, "unit_price_cents": -5}), "unit_price_cents"),
-        (json!({"product_id": p, "quantity": 1, "ordered_at": "last tuesday"}), "ordered_at"),
-        (json!({"product_id": p, "quantity": 1, "ordered_at": far_future}), "ordered_at"),
-        (json!({"product_id": p, "quantity": 1, "owner_id": "bob"}), "owner_id"),
-        (json!({"product_id": uuid::Uuid::new_v4(), "quantity": 1}), "product_id"),
+        (
+            json!({"product_id": p, "quantity": 1, "currency": "eur"}),
+            "currency",
+        ),
+        (
+            json!({"product_id": p, "quantity": 1, "currency": "EURO"}),
+            "currency",
+        ),
+        (
+            json!({"product_id": p, "quantity": 1, "unit_price_cents": -5}),
+            "unit_price_cents",
+        ),
+        (
+            json!({"product_id": p, "quantity": 1, "ordered_at": "last tuesday"}),
+            "ordered_at",
+        ),
+        (
+            json!({"product_id": p, "quantity": 1, "ordered_at": far_future}),
+            "ordered_at",
+        ),
+        (
+            json!({"product_id": p, "quantity": 1, "owner_id": "bob"}),
+            "owner_id",
+        ),
+        (
+            json!({"product_id": uuid::Uuid::new_v4(), "quantity": 1}),
+            "product_id",
+        ),
     ];
 
     // Act + Assert
     for (body, field) in bodies {
         let reply = alice.post("/api/orders", body.clone()).await;
-        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply:?}");
-        assert_eq!(reply.error(), ("invalid_field".into(), Some(field.into())), "{body}");
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {reply:?}"
+        );
+        assert_eq!(
+            reply.error(),
+            ("invalid_field".into(), Some(field.into())),
+            "{body}"
+        );
     }
     let order = alice
         .post("/api/orders", json!({"product_id": p, "quantity": 3}))
@@ -140,7 +186,11 @@ async fn invalid_orders_get_a_json_4xx_naming_the_field_and_write_nothing() {
         (json!({"quantity": 0}), "quantity"),
     ] {
         let reply = alice.patch(&path, body.clone()).await;
-        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply:?}");
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {reply:?}"
+        );
         assert_eq!(reply.error().1.as_deref(), Some(field), "{body}");
     }
     assert_eq!(count(&db, "orders").await, 1, "only the valid order");
@@ -180,7 +230,10 @@ async fn an_order_for_another_users_product_is_refused_and_others_orders_are_inv
     assert_eq!(bob_deletes.status, StatusCode::NOT_FOUND);
     let row = db
         .client
-        .query_one("select owner_id, quantity, product_id::text from orders", &[])
+        .query_one(
+            "select owner_id, quantity, product_id::text from orders",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "alice");

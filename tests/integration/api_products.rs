@@ -35,12 +35,19 @@ async fn a_product_can_be_created_read_patched_and_deleted_by_its_owner() {
     assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
     assert!(created.header("x-sync-token").is_some());
     assert_eq!(created.body["reorder_quantity"], 1, "default quantity");
-    assert!(created.body.get("owner_id").is_none(), "owner is not exposed");
+    assert!(
+        created.body.get("owner_id").is_none(),
+        "owner is not exposed"
+    );
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.body, created.body);
     assert_eq!(patched.status, StatusCode::OK, "{patched:?}");
     assert_eq!(patched.body["reorder_quantity"], 6);
-    assert_eq!(patched.body["notes"], serde_json::Value::Null, "null clears");
+    assert_eq!(
+        patched.body["notes"],
+        serde_json::Value::Null,
+        "null clears"
+    );
     assert_eq!(patched.body["unit"], "l", "absent is unchanged");
     assert!(patched.body["version"].as_i64() > created.body["version"].as_i64());
     assert!(patched.body["updated_at"].as_str() > created.body["updated_at"].as_str());
@@ -104,9 +111,18 @@ async fn invalid_product_requests_get_a_json_4xx_naming_the_field_and_write_noth
         (json!({"unit": "kg"}), "name"),
         (json!({"name": ""}), "name"),
         (json!({"name": "x".repeat(201)}), "name"),
-        (json!({"name": "x", "reorder_quantity": 0}), "reorder_quantity"),
-        (json!({"name": "x", "reorder_quantity": -3}), "reorder_quantity"),
-        (json!({"name": "x", "reorder_quantity": 1.5}), "reorder_quantity"),
+        (
+            json!({"name": "x", "reorder_quantity": 0}),
+            "reorder_quantity",
+        ),
+        (
+            json!({"name": "x", "reorder_quantity": -3}),
+            "reorder_quantity",
+        ),
+        (
+            json!({"name": "x", "reorder_quantity": 1.5}),
+            "reorder_quantity",
+        ),
         (json!({"name": "x", "price_cents": -1}), "price_cents"),
         (json!({"name": "x", "unit": "u".repeat(51)}), "unit"),
         (json!({"name": "x", "notes": "n".repeat(2001)}), "notes"),
@@ -122,12 +138,24 @@ async fn invalid_product_requests_get_a_json_4xx_naming_the_field_and_write_noth
     // Act + Assert
     for (body, field) in bodies {
         let reply = alice.post("/api/products", body.clone()).await;
-        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply:?}");
-        assert_eq!(reply.error(), ("invalid_field".into(), Some(field.into())), "{body}");
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {reply:?}"
+        );
+        assert_eq!(
+            reply.error(),
+            ("invalid_field".into(), Some(field.into())),
+            "{body}"
+        );
     }
     for (body, field) in patches {
         let reply = alice.patch(&path, body.clone()).await;
-        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply:?}");
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {reply:?}"
+        );
         assert_eq!(reply.error().1.as_deref(), Some(field), "{body}");
     }
     let malformed = send(
@@ -145,7 +173,10 @@ async fn invalid_product_requests_get_a_json_4xx_naming_the_field_and_write_noth
     )
     .await;
     let oversized = alice
-        .post("/api/products", json!({"name": "x", "notes": "n".repeat(3 << 20)}))
+        .post(
+            "/api/products",
+            json!({"name": "x", "notes": "n".repeat(3 << 20)}),
+        )
         .await;
     let bad_uuid = alice.get("/api/products/not-a-uuid").await;
     let bad_limit = alice.get("/api/products?limit=0").await;
@@ -153,14 +184,22 @@ async fn invalid_product_requests_get_a_json_4xx_naming_the_field_and_write_noth
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{malformed:?}");
     assert_eq!(malformed.error().0, "bad_request");
     assert_eq!(not_json.status, StatusCode::BAD_REQUEST, "{not_json:?}");
-    assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE, "{oversized:?}");
+    assert_eq!(
+        oversized.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{oversized:?}"
+    );
     assert_eq!(oversized.error().0, "payload_too_large");
     assert_eq!(bad_uuid.status, StatusCode::BAD_REQUEST, "{bad_uuid:?}");
     assert_eq!(bad_uuid.error().0, "bad_request");
     assert_eq!(bad_limit.error().1.as_deref(), Some("limit"));
     assert_eq!(bad_cursor.error().1.as_deref(), Some("cursor"));
     assert_eq!(count(&db, "products").await, 1, "nothing was written");
-    assert_eq!(alice.get(&path).await.body, before, "the product is unchanged");
+    assert_eq!(
+        alice.get(&path).await.body,
+        before,
+        "the product is unchanged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,9 +243,8 @@ async fn a_get_with_a_matching_etag_is_not_modified_until_the_product_changes() 
     let list = alice.get("/api/products").await;
     let etag = first.header("etag").expect("an ETag");
     let list_etag = list.header("etag").expect("a list ETag");
-    let conditional = |p: &str, tag: &str| {
-        send(alice.request(Method::GET, p).header("if-none-match", tag))
-    };
+    let conditional =
+        |p: &str, tag: &str| send(alice.request(Method::GET, p).header("if-none-match", tag));
 
     // Act
     let unchanged = conditional(&path, &etag).await;
@@ -263,7 +301,11 @@ async fn cached_reads_show_a_change_as_soon_as_it_is_written_or_applied() {
 
     // Assert
     assert_eq!(cached.body["name"], "Apples");
-    assert_eq!(hits_after, hits_before + 1, "a repeated read is served from the cache");
+    assert_eq!(
+        hits_after,
+        hits_before + 1,
+        "a repeated read is served from the cache"
+    );
     assert_eq!(after_own_write.body["name"], "Pears");
     assert_eq!(after_applied.body["name"], "Plums", "{after_applied:?}");
     assert_eq!(list.body["items"][0]["name"], "Plums");
@@ -297,9 +339,17 @@ async fn a_create_retried_with_the_same_idempotency_key_creates_one_product() {
     assert_eq!(retry.id(), first.id());
     assert_eq!(retry.body, first.body);
     assert_eq!(retry.header("x-sync-token"), first.header("x-sync-token"));
-    assert_eq!(other_body.status, StatusCode::UNPROCESSABLE_ENTITY, "{other_body:?}");
+    assert_eq!(
+        other_body.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{other_body:?}"
+    );
     assert_eq!(other_user.status, StatusCode::CREATED);
     assert_ne!(other_user.id(), first.id());
     assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
-    assert_eq!(count(&db, "products").await, 2, "one for alice, one for bob");
+    assert_eq!(
+        count(&db, "products").await,
+        2,
+        "one for alice, one for bob"
+    );
 }

@@ -67,13 +67,12 @@ pub async fn list_orders(
     };
     let state_ref = &state;
     cached_read(&state, request, TABLE, what, move |from| async move {
-        let mut rows = read::fetch(state_ref, from, select).await?;
+        let rows = read::fetch(state_ref, from, select).await?;
         let views = rows.iter().map(OrderView::from_row).collect();
         let page = paging::page(views, limit, |o: &OrderView| {
             (o.ordered_at.as_str(), o.id.as_str())
         });
-        rows.truncate(page.items.len());
-        Ok((page, rows))
+        Ok(page)
     })
     .await
 }
@@ -117,10 +116,16 @@ pub async fn get_order(
         if_none_match: &if_none_match,
     };
     let state_ref = &state;
-    cached_read(&state, request, TABLE, format!("get|{id}"), move |from| async move {
-        let rows = read::fetch(state_ref, from, select).await?;
-        let row = rows.first().ok_or(ApiError::NotFound)?;
-        Ok((OrderView::from_row(row), rows))
-    })
+    cached_read(
+        &state,
+        request,
+        TABLE,
+        format!("get|{id}"),
+        move |from| async move {
+            let rows = read::fetch(state_ref, from, select).await?;
+            let row = rows.first().ok_or(ApiError::NotFound)?;
+            Ok(OrderView::from_row(row))
+        },
+    )
     .await
 }

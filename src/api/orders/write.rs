@@ -203,7 +203,12 @@ pub async fn delete_order(
         .prepare_cached("delete from orders where id = $1 and owner_id = $2")
         .await
         .map_err(db_error)?;
-    if tx.execute(&delete, &[&id, &user.sub]).await.map_err(db_error)? == 0 {
+    if tx
+        .execute(&delete, &[&id, &user.sub])
+        .await
+        .map_err(db_error)?
+        == 0
+    {
         return Err(ApiError::NotFound);
     }
     let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;

@@ -59,13 +59,12 @@ pub async fn list_products(
     };
     let state_ref = &state;
     cached_read(&state, request, TABLE, what, move |from| async move {
-        let mut rows = read::fetch(state_ref, from, select).await?;
+        let rows = read::fetch(state_ref, from, select).await?;
         let views = rows.iter().map(ProductView::from_row).collect();
         let page = paging::page(views, limit, |p: &ProductView| {
             (p.created_at.as_str(), p.id.as_str())
         });
-        rows.truncate(page.items.len());
-        Ok((page, rows))
+        Ok(page)
     })
     .await
 }
@@ -109,10 +108,16 @@ pub async fn get_product(
         if_none_match: &if_none_match,
     };
     let state_ref = &state;
-    cached_read(&state, request, TABLE, format!("get|{id}"), move |from| async move {
-        let rows = read::fetch(state_ref, from, select).await?;
-        let row = rows.first().ok_or(ApiError::NotFound)?;
-        Ok((ProductView::from_row(row), rows))
-    })
+    cached_read(
+        &state,
+        request,
+        TABLE,
+        format!("get|{id}"),
+        move |from| async move {
+            let rows = read::fetch(state_ref, from, select).await?;
+            let row = rows.first().ok_or(ApiError::NotFound)?;
+            Ok(ProductView::from_row(row))
+        },
+    )
     .await
 }

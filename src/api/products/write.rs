@@ -189,7 +189,12 @@ pub async fn delete_product(
         .prepare_cached("delete from products where id = $1 and owner_id = $2")
         .await
         .map_err(db_error)?;
-    if tx.execute(&delete, &[&id, &user.sub]).await.map_err(db_error)? == 0 {
+    if tx
+        .execute(&delete, &[&id, &user.sub])
+        .await
+        .map_err(db_error)?
+        == 0
+    {
         return Err(ApiError::NotFound);
     }
     let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;

@@ -71,11 +71,13 @@ impl<'a> Api<'a> {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
-        self.write(self.request(Method::POST, path).json(&body)).await
+        self.write(self.request(Method::POST, path).json(&body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
-        self.write(self.request(Method::PATCH, path).json(&body)).await
+        self.write(self.request(Method::PATCH, path).json(&body))
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> Reply {

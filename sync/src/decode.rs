@@ -21,14 +21,15 @@ pub fn format_timestamp(ts: DateTime<Utc>) -> String {
 pub fn row_from_json(table: &Table, json: &str) -> Result<Vec<Value>, SyncError> {
     let image: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(json).map_err(|e| decode_error(table, "row image", &e.to_string()))?;
-    if image.len() != table.columns.len() {
-        // A column added on the primary that this binary does not know: applying the rest
-        // would silently drop it. Stop instead (the operator deploys the matching binary).
-        let unknown: Vec<&str> = image
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !table.columns.iter().any(|c| c.name == *k))
-            .collect();
+    // A column added on the primary that this binary does not know: applying the rest
+    // would silently drop it. Stop instead (the operator deploys the matching binary).
+    // (A missing column is reported below, naming it.)
+    let unknown: Vec<&str> = image
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !table.columns.iter().any(|c| c.name == *k))
+        .collect();
+    if !unknown.is_empty() {
         return Err(SyncError::fatal(format!(
             "replica schema does not match the primary: {} has columns {unknown:?} that \
              this binary does not know",

@@ -332,6 +332,10 @@ async fn a_create_retried_with_the_same_idempotency_key_creates_one_product() {
     let other_body = create(&alice, "k-1", "Pasta").await;
     let other_user = create(&bob, "k-1", "Rice").await;
     let too_long = create(&alice, &"k".repeat(256), "Rice").await;
+    let (racer_a, racer_b) = tokio::join!(
+        create(&alice, "k-2", "Beans"),
+        create(&alice, "k-2", "Beans")
+    );
 
     // Assert
     assert_eq!(first.status, StatusCode::CREATED);
@@ -347,9 +351,55 @@ async fn a_create_retried_with_the_same_idempotency_key_creates_one_product() {
     assert_eq!(other_user.status, StatusCode::CREATED);
     assert_ne!(other_user.id(), first.id());
     assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    assert_eq!(racer_a.status, StatusCode::CREATED, "{racer_a:?}");
+    assert_eq!(racer_b.status, StatusCode::CREATED, "{racer_b:?}");
+    assert_eq!(
+        racer_a.id(),
+        racer_b.id(),
+        "concurrent attempts share one row"
+    );
     assert_eq!(
         count(&db, "products").await,
-        2,
-        "one for alice, one for bob"
+        3,
+        "Rice twice (alice, bob), Beans once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_data_route() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+
+    // Act
+    let doc: serde_json::Value = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // Assert
+    let paths = &doc["paths"];
+    for (path, methods) in [
+        ("/api/products", &["get", "post"][..]),
+        ("/api/products/{id}", &["get", "patch", "delete"][..]),
+        ("/api/orders", &["get", "post"][..]),
+        ("/api/orders/{id}", &["get", "patch", "delete"][..]),
+    ] {
+        for method in methods {
+            assert!(
+                paths[path][method].is_object(),
+                "{method} {path} in {paths}"
+            );
+        }
+    }
+    assert_eq!(
+        paths["/api/products/{id}"]["get"]["operationId"], "get_product",
+        "handlers are named verb_noun"
+    );
+    assert!(doc["components"]["schemas"]["NewOrder"].is_object());
 }

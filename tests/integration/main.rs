@@ -6,6 +6,7 @@ mod support;
 
 mod api_admin;
 mod api_consistency;
+mod api_idempotency;
 mod api_orders;
 mod api_products;
 mod auth;

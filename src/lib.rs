@@ -10,6 +10,8 @@
 //! - [`db`]: the primary's write pool and Postgres error mapping.
 //! - [`consistency`]: read-your-writes (`X-Sync-Token`).
 //! - [`predict`]: next-purchase prediction from an order history (pure).
+//! - [`read`]: queries of the replica (or the primary, for a token it has not reached).
+//! - [`cache`]: the read cache and its exact invalidation from the sync engine's events.
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
 //! - [`dev`]: `auto-order dev`, the one-command local start with demo data.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
@@ -19,6 +21,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod consistency;
@@ -26,6 +29,7 @@ pub mod db;
 pub mod dev;
 pub mod error;
 pub mod predict;
+pub mod read;
 pub mod rehearsal;
 pub mod server;
 pub mod telemetry;

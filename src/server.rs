@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
+use crate::cache::{ReadCache, run_invalidation};
 use crate::config::Config;
 use crate::db::Primary;
 
@@ -56,6 +57,7 @@ impl Application {
             sync,
             auth,
             primary,
+            cache: Arc::new(ReadCache::new()),
         };
         Ok(Application {
             listener,
@@ -73,6 +75,11 @@ impl Application {
         self.state.sync.clone()
     }
 
+    /// The read cache (its hit and miss counters are exported as metrics).
+    pub fn cache(&self) -> Arc<ReadCache> {
+        self.state.cache.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains and stops the background tasks.
     pub async fn run_until_stopped(
         self,
@@ -80,6 +87,12 @@ impl Application {
     ) -> anyhow::Result<()> {
         let port = self.port();
         let stop = CancellationToken::new();
+        // Subscribed before the engine starts, so no change event is missed.
+        let invalidation = tokio::spawn(run_invalidation(
+            self.state.cache.clone(),
+            self.state.sync.subscribe(),
+            stop.clone(),
+        ));
         let engine = tokio::spawn(self.engine.run(stop.clone().cancelled_owned()));
         let pruner = self.state.config.is_primary_region().then(|| {
             spawn_pruner(
@@ -100,6 +113,7 @@ impl Application {
 
         stop.cancel();
         let _ = engine.await;
+        let _ = invalidation.await;
         if let Some(pruner) = pruner {
             let _ = pruner.await;
         }

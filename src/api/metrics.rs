@@ -164,8 +164,8 @@ pub fn router(state: AppState, metrics: Metrics) -> Router {
 
 async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
     s.metrics.record_state(&s.state);
-    // LEAD: wire the read cache here once it exists:
-    // s.metrics.record_cache_stats(s.state.cache.hits(), s.state.cache.misses());
+    s.metrics
+        .record_cache_stats(s.state.cache.hits(), s.state.cache.misses());
     (
         [(
             header::CONTENT_TYPE,

@@ -10,20 +10,30 @@
 //! - [`ready`]: [`require_ready`] / [`ReplicaReady`], the 503 of data routes before the
 //!   first sync.
 //! - [`middleware`]: the request layers (see [`app`] for their order).
+//! - [`products`], [`orders`]: the caller's data, CRUD with keyset pagination; shared
+//!   pieces in [`extract`], [`validate`], [`paging`], [`reads`], [`writes`], [`idempotency`].
 //!
 //! Each resource module exposes `router() -> OpenApiRouter<AppState>` built with
 //! `utoipa_axum::routes!` over `#[utoipa::path]`-annotated handlers, so the OpenAPI document
 //! is generated from the same code that routes requests.
 
 pub mod admin;
+pub mod extract;
 pub mod health;
 pub mod history;
+pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod orders;
+pub mod paging;
 pub mod predictions;
+pub mod products;
+pub mod reads;
 pub mod ready;
 pub mod reorders;
+pub mod validate;
+pub mod writes;
 
 pub use ready::{ReplicaReady, require_ready};
 
@@ -41,6 +51,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Authenticator;
+use crate::cache::ReadCache;
 use crate::config::Config;
 use crate::db::Primary;
 
@@ -51,6 +62,8 @@ pub struct AppState {
     pub sync: SyncHandle,
     pub auth: Authenticator,
     pub primary: Primary,
+    /// Rendered hot reads, invalidated by the sync engine's change events.
+    pub cache: Arc<ReadCache>,
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -66,6 +79,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(predictions::router())
         .merge(reorders::router())
+        .merge(products::router())
+        .merge(orders::router())
 }
 
 /// The routes and the OpenAPI document describing them.

@@ -5,9 +5,13 @@
 mod support;
 
 mod api_admin;
+mod api_consistency;
+mod api_idempotency;
 mod api_middleware;
 mod api_openapi;
+mod api_orders;
 mod api_predictions;
+mod api_products;
 mod auth;
 mod deploy_rehearsal;
 mod dev_command;

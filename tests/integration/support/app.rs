@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use auto_order::cache::ReadCache;
 use auto_order::config::Config;
 use auto_order::server::Application;
 use auto_order_sync::SyncHandle;
@@ -16,6 +18,7 @@ pub struct TestApp {
     pub base_url: String,
     pub http: reqwest::Client,
     pub sync: SyncHandle,
+    pub cache: Arc<ReadCache>,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -47,10 +50,14 @@ impl TestApp {
         for (k, v) in vars {
             env.insert(k.to_string(), v.to_string());
         }
+        if std::env::var_os("TEST_LOG").is_some() {
+            auto_order::telemetry::init("info");
+        }
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
         let app = Application::build(config).await.expect("build app");
         let base_url = format!("http://127.0.0.1:{}", app.port());
         let sync = app.sync();
+        let cache = app.cache();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -59,6 +66,7 @@ impl TestApp {
             base_url,
             http: super::http_client(),
             sync,
+            cache,
             data_dir,
             _dir: None,
             stop: Some(stop),

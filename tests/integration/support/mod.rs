@@ -1,11 +1,13 @@
 //! Test harness: a fresh Postgres database per test, edges on temp dirs, a TCP relay for
 //! cutting the primary off, and the row-for-row convergence check.
 
+pub mod api;
 pub mod app;
 pub mod db;
 pub mod edge;
 pub mod relay;
 
+pub use api::{Api, count, send};
 pub use app::TestApp;
 pub use db::TestDb;
 pub use edge::TestEdge;

@@ -1,0 +1,131 @@
+//! `GET /api/orders` and `GET /api/orders/{id}`: from the replica (or the primary for a sync
+//! token the replica has not reached), through the read cache, with an `ETag`.
+
+use auto_order_sync::catalog::ORDERS;
+use axum::extract::State;
+use axum::response::Response;
+use uuid::Uuid;
+
+use super::{ListOrders, OrderView, TABLE, query_time};
+use crate::api::AppState;
+use crate::api::extract::{ApiQuery, IfNoneMatch, RowId};
+use crate::api::paging::{self, Page};
+use crate::api::reads::{ReadRequest, cached_read};
+use crate::auth::AuthUser;
+use crate::consistency::SyncToken;
+use crate::error::{ApiError, ErrorBody};
+use crate::read::{self, Filter, Select};
+
+/// The caller's orders, most recently placed first, a page at a time.
+#[utoipa::path(get, path = "/orders", tag = "orders",
+    params(
+        ListOrders,
+        ("X-Sync-Token" = Option<String>, Header, description = "A write's token: read at least that write"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag of a previous answer"),
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = Page<OrderView>,
+            headers(("ETag" = String, description = "Changes when any listed order changes"))),
+        (status = 304, description = "Not modified since the given ETag"),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 422, description = "A filter, limit or cursor is invalid", body = ErrorBody),
+        (status = 503, description = "Replica not loaded yet", body = ErrorBody),
+    ))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    user: AuthUser,
+    token: SyncToken,
+    if_none_match: IfNoneMatch,
+    ApiQuery(query): ApiQuery<ListOrders>,
+) -> Result<Response, ApiError> {
+    let limit = paging::limit(query.limit)?;
+    let after = paging::decode_cursor(query.cursor.as_deref())?;
+    let mut filters = vec![Filter::Eq("owner_id", user.sub.clone())];
+    if let Some(p) = &query.product_id {
+        let p = Uuid::parse_str(p).map_err(|_| ApiError::invalid("product_id", "not a UUID"))?;
+        filters.push(Filter::Eq("product_id", p.hyphenated().to_string()));
+    }
+    if let Some(from) = &query.from {
+        filters.push(Filter::AtLeast("ordered_at", query_time("from", from)?));
+    }
+    if let Some(to) = &query.to {
+        filters.push(Filter::Before("ordered_at", query_time("to", to)?));
+    }
+    let what = format!("list|{limit}|{after:?}|{filters:?}");
+    let select = Select {
+        table: &ORDERS,
+        filters,
+        order_by: "ordered_at",
+        after,
+        limit: limit + 1,
+    };
+    let request = ReadRequest {
+        owner: &user.sub,
+        token,
+        if_none_match: &if_none_match,
+    };
+    let state_ref = &state;
+    cached_read(&state, request, TABLE, what, move |from| async move {
+        let rows = read::fetch(state_ref, from, select).await?;
+        let views = rows.iter().map(OrderView::from_row).collect();
+        let page = paging::page(views, limit, |o: &OrderView| {
+            (o.ordered_at.as_str(), o.id.as_str())
+        });
+        Ok(page)
+    })
+    .await
+}
+
+/// One of the caller's orders.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id"),
+        ("X-Sync-Token" = Option<String>, Header, description = "A write's token: read at least that write"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag of a previous answer"),
+    ),
+    responses(
+        (status = 200, description = "The order", body = OrderView,
+            headers(("ETag" = String, description = "Changes when the order changes"))),
+        (status = 304, description = "Not modified since the given ETag"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 404, description = "No such order of the caller's", body = ErrorBody),
+        (status = 503, description = "Replica not loaded yet", body = ErrorBody),
+    ))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    user: AuthUser,
+    token: SyncToken,
+    if_none_match: IfNoneMatch,
+    RowId(id): RowId,
+) -> Result<Response, ApiError> {
+    let select = Select {
+        table: &ORDERS,
+        filters: vec![
+            Filter::Eq("id", id.hyphenated().to_string()),
+            Filter::Eq("owner_id", user.sub.clone()),
+        ],
+        order_by: "ordered_at",
+        after: None,
+        limit: 1,
+    };
+    let request = ReadRequest {
+        owner: &user.sub,
+        token,
+        if_none_match: &if_none_match,
+    };
+    let state_ref = &state;
+    cached_read(
+        &state,
+        request,
+        TABLE,
+        format!("get|{id}"),
+        move |from| async move {
+            let rows = read::fetch(state_ref, from, select).await?;
+            let row = rows.first().ok_or(ApiError::NotFound)?;
+            Ok(OrderView::from_row(row))
+        },
+    )
+    .await
+}

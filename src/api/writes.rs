@@ -1,0 +1,26 @@
+//! The end of every write: commit on the primary, wait (bounded) for this edge's replica to
+//! apply it, forget the writer's cached reads, and hand back the `X-Sync-Token` header.
+
+use axum::http::HeaderValue;
+use deadpool_postgres::Transaction;
+
+use super::AppState;
+use crate::consistency::settle_write;
+use crate::db::db_error;
+use crate::error::ApiError;
+
+/// Commits `tx` (whose txid is `txid`) that changed `owner`'s rows of `table`.
+pub async fn commit(
+    state: &AppState,
+    tx: Transaction<'_>,
+    txid: u64,
+    table: &'static str,
+    owner: &str,
+) -> Result<(&'static str, HeaderValue), ApiError> {
+    tx.commit().await.map_err(db_error)?;
+    let header = settle_write(&state.sync, txid, state.config.read_your_writes_timeout).await;
+    // After the replica applied the write (or the bound passed): a read that starts now
+    // gets a new generation and so a fresh replica read. See `crate::cache`.
+    state.cache.invalidate(table, owner);
+    Ok(header)
+}

@@ -1,0 +1,229 @@
+//! The read cache: rendered responses of hot reads (list pages, single rows), keyed by
+//! owner, table, route and query, and invalidated exactly when the replica changes.
+//!
+//! # Invalidation
+//! Every key carries the **generation** of its `(table, owner)` pair at the moment the read
+//! began. When the applier changes rows of that pair ([`ChangeEvent::Rows`]), the pair gets a
+//! fresh generation, so every older entry becomes unreachable (moka evicts it in time). A
+//! read that raced with the change stored its result under the old generation, so it is
+//! never served afterwards. A resync ([`ChangeEvent::Everything`]) or a lagging subscriber
+//! moves every pair to a new generation at once.
+//!
+//! Writes made through this edge also bump their pair once the replica has applied them,
+//! so the writer's next read misses even before the applier's event is processed. Entries
+//! remember the replica watermark they were read at: a read carrying a sync token only
+//! takes an entry read past that token.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auto_order_sync::handle::ChangeEvent;
+use axum::body::Bytes;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+/// Entries kept at most (each one page or row of JSON).
+const MAX_ENTRIES: u64 = 10_000;
+/// A safety net only: invalidation is exact, so this bounds memory held by cold entries.
+const TIME_TO_IDLE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    owner: String,
+    generation: u64,
+    /// Table, route and normalised query, e.g. `products|list|limit=20&q=milk`.
+    what: String,
+}
+
+/// A rendered 200 response.
+#[derive(Debug)]
+pub struct CachedRead {
+    pub body: Bytes,
+    pub etag: String,
+    /// The replica's watermark before the read: it reflects every txid below this.
+    pub watermark: u64,
+}
+
+pub struct ReadCache {
+    entries: moka::sync::Cache<CacheKey, Arc<CachedRead>>,
+    generations: Mutex<Generations>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Generations are drawn from one counter, so a value is never reused.
+#[derive(Default)]
+struct Generations {
+    next: u64,
+    /// The generation of every pair not in `pairs`.
+    base: u64,
+    pairs: HashMap<(String, String), u64>,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReadCache {
+    pub fn new() -> ReadCache {
+        ReadCache {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .time_to_idle(TIME_TO_IDLE)
+                .build(),
+            generations: Mutex::new(Generations {
+                next: 1,
+                ..Generations::default()
+            }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The key of a read of `table` by `owner`, at the pair's current generation. Take it
+    /// before reading the replica.
+    pub fn key(&self, table: &str, owner: &str, what: String) -> CacheKey {
+        let generations = self.lock();
+        let generation = generations
+            .pairs
+            .get(&(table.to_owned(), owner.to_owned()))
+            .copied()
+            .unwrap_or(generations.base);
+        CacheKey {
+            owner: owner.to_owned(),
+            generation,
+            what: format!("{table}|{what}"),
+        }
+    }
+
+    /// A cached response, if there is one recent enough for `token` (a sync token the
+    /// reader must see: the entry must have been read past it).
+    pub fn get(&self, key: &CacheKey, token: Option<u64>) -> Option<Arc<CachedRead>> {
+        let hit = self
+            .entries
+            .get(key)
+            .filter(|e| token.is_none_or(|t| e.watermark > t));
+        match hit {
+            Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
+            None => self.misses.fetch_add(1, Ordering::Relaxed),
+        };
+        hit
+    }
+
+    pub fn insert(&self, key: CacheKey, value: Arc<CachedRead>) {
+        self.entries.insert(key, value);
+    }
+
+    /// Rows of `table` owned by `owner` changed: forget their cached reads.
+    pub fn invalidate(&self, table: &str, owner: &str) {
+        let mut generations = self.lock();
+        let generation = generations.next;
+        generations.next += 1;
+        generations
+            .pairs
+            .insert((table.to_owned(), owner.to_owned()), generation);
+    }
+
+    /// Everything may have changed (a resync, or missed events).
+    pub fn invalidate_all(&self) {
+        {
+            let mut generations = self.lock();
+            generations.base = generations.next;
+            generations.next += 1;
+            generations.pairs.clear();
+        }
+        self.entries.invalidate_all();
+    }
+
+    /// Reads answered from the cache, for metrics.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Cacheable reads that had to go to the replica, for metrics.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.generations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Applies the sync engine's change events to `cache` until `stop`.
+pub async fn run_invalidation(
+    cache: Arc<ReadCache>,
+    mut events: broadcast::Receiver<Arc<ChangeEvent>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(event) => match event.as_ref() {
+                ChangeEvent::Rows(pairs) => {
+                    for (table, owner) in pairs {
+                        cache.invalidate(table, owner);
+                    }
+                }
+                ChangeEvent::Everything => cache.invalidate_all(),
+            },
+            Err(RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "cache invalidation lagged; clearing the cache");
+                cache.invalidate_all();
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Arc<CachedRead> {
+        Arc::new(CachedRead {
+            body: Bytes::from_static(b"{}"),
+            etag: "W/\"x\"".into(),
+            watermark: 10,
+        })
+    }
+
+    #[test]
+    fn a_change_to_the_owners_table_makes_older_entries_unreachable() {
+        let cache = ReadCache::new();
+        let key = cache.key("products", "alice", "list".into());
+        cache.insert(key.clone(), entry());
+        let other = cache.key("orders", "alice", "list".into());
+        cache.insert(other.clone(), entry());
+
+        cache.invalidate("products", "alice");
+
+        assert!(
+            cache
+                .get(&cache.key("products", "alice", "list".into()), None)
+                .is_none()
+        );
+        assert!(cache.get(&other, None).is_some(), "orders were not touched");
+        assert_eq!((cache.hits(), cache.misses()), (1, 1));
+    }
+
+    #[test]
+    fn everything_clears_every_pair_and_a_token_past_the_entry_misses() {
+        let cache = ReadCache::new();
+        let key = cache.key("products", "bob", "get|1".into());
+        cache.insert(key.clone(), entry());
+        assert!(cache.get(&key, Some(9)).is_some());
+        assert!(cache.get(&key, Some(10)).is_none());
+
+        cache.invalidate_all();
+
+        assert_ne!(cache.key("products", "bob", "get|1".into()), key);
+    }
+}

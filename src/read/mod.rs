@@ -1,0 +1,205 @@
+//! The read layer: one [`Select`] over a replicated table, answered by the SQLite replica
+//! (on a blocking thread, carrying the request's span) or, when a client's sync token is
+//! not applied yet, by the primary. Both return rows as the replica stores them (catalog
+//! column order, canonical values), so handlers have one mapping to their views.
+//!
+//! # Layout
+//! - [`Select`] / [`Filter`]: the query, rendered to SQLite (`?n`) or Postgres (`$n`, typed
+//!   casts, `to_jsonb(row)` decoded by [`auto_order_sync::decode::row_from_json`]).
+//! - [`fetch`]: runs it where [`ReadFrom`] says.
+//! - [`Row`]: typed access to one row's columns.
+
+mod row;
+
+pub use row::Row;
+
+use auto_order_sync::catalog::{ColumnKind, Table};
+use auto_order_sync::rusqlite;
+use tokio_postgres::types::ToSql;
+
+use crate::api::AppState;
+use crate::consistency::ReadFrom;
+use crate::db::db_error;
+use crate::error::ApiError;
+
+/// A condition on one column; every value is passed as text (timestamps in canonical form).
+#[derive(Debug, Clone)]
+pub enum Filter {
+    Eq(&'static str, String),
+    /// `column >= value`
+    AtLeast(&'static str, String),
+    /// `column < value`
+    Before(&'static str, String),
+    /// Case-insensitive substring (the value is lowercased by the caller).
+    Contains(&'static str, String),
+}
+
+/// `select * from table where filters [and (time, id) < after] order by time desc, id desc
+/// limit n`: newest first, keyset-paginated.
+#[derive(Debug, Clone)]
+pub struct Select {
+    pub table: &'static Table,
+    pub filters: Vec<Filter>,
+    /// The timestamp column of the keyset order.
+    pub order_by: &'static str,
+    /// The (time, id) of the last row of the previous page.
+    pub after: Option<(String, String)>,
+    pub limit: i64,
+}
+
+impl Select {
+    fn kind(&self, column: &str) -> ColumnKind {
+        self.table
+            .columns
+            .iter()
+            .find(|c| c.name == column)
+            .map_or(ColumnKind::Text, |c| c.kind)
+    }
+
+    /// The SQL and its text parameters; `placeholder(n, kind)` renders parameter `n`.
+    fn render(
+        &self,
+        select_list: &str,
+        placeholder: impl Fn(usize, ColumnKind) -> String,
+    ) -> (String, Vec<String>) {
+        let mut clauses = Vec::new();
+        let mut params = Vec::new();
+        let next = |value: &str, kind: ColumnKind, params: &mut Vec<String>| {
+            params.push(value.to_owned());
+            placeholder(params.len(), kind)
+        };
+        for filter in &self.filters {
+            let clause = match filter {
+                Filter::Eq(c, v) => format!("{c} = {}", next(v, self.kind(c), &mut params)),
+                Filter::AtLeast(c, v) => format!("{c} >= {}", next(v, self.kind(c), &mut params)),
+                Filter::Before(c, v) => format!("{c} < {}", next(v, self.kind(c), &mut params)),
+                Filter::Contains(c, v) => {
+                    let p = next(v, ColumnKind::Text, &mut params);
+                    // instr (SQLite) and strpos (Postgres): the same, by another name.
+                    match p.starts_with('?') {
+                        true => format!("instr(lower({c}), {p}) > 0"),
+                        false => format!("strpos(lower({c}), {p}) > 0"),
+                    }
+                }
+            };
+            clauses.push(clause);
+        }
+        if let Some((time, id)) = &self.after {
+            let time = next(time, ColumnKind::Timestamptz, &mut params);
+            let id = next(id, ColumnKind::Uuid, &mut params);
+            clauses.push(format!("({}, id) < ({time}, {id})", self.order_by));
+        }
+        let sql = format!(
+            "select {select_list} from {} where {} order by {} desc, id desc limit {}",
+            self.table.name,
+            if clauses.is_empty() {
+                "true".to_owned()
+            } else {
+                clauses.join(" and ")
+            },
+            self.order_by,
+            self.limit.max(0)
+        );
+        (sql, params)
+    }
+
+    fn sqlite(&self) -> (String, Vec<String>) {
+        let columns: Vec<&str> = self.table.column_names().collect();
+        self.render(&columns.join(", "), |n, _| format!("?{n}"))
+    }
+
+    fn postgres(&self) -> (String, Vec<String>) {
+        let name = self.table.name;
+        self.render(&format!("to_jsonb({name}.*)::text"), |n, kind| match kind {
+            ColumnKind::Uuid => format!("${n}::text::uuid"),
+            ColumnKind::Timestamptz => format!("${n}::text::timestamptz"),
+            ColumnKind::Int4 | ColumnKind::Int8 => format!("${n}::text::bigint"),
+            ColumnKind::Text => format!("${n}::text"),
+        })
+    }
+}
+
+/// Runs `select` against the replica or the primary.
+pub async fn fetch(state: &AppState, from: ReadFrom, select: Select) -> Result<Vec<Row>, ApiError> {
+    match from {
+        ReadFrom::Replica => fetch_replica(state, select).await,
+        ReadFrom::Primary => fetch_primary(state, select).await,
+    }
+}
+
+async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
+    let readers = state.sync.replica().readers().clone();
+    let span = tracing::Span::current();
+    let (sql, params) = select.sqlite();
+    let rows = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| -> anyhow::Result<Vec<Row>> {
+            let conn = readers.get()?;
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let width = select.table.columns.len();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                    (0..width)
+                        .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                        .collect()
+                })?
+                .collect::<rusqlite::Result<Vec<Vec<_>>>>()?;
+            Ok(rows.into_iter().map(Row::new).collect())
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("replica read task failed: {e}")))?;
+    rows.map_err(|e| ApiError::Internal(e.context("Failed to read the replica")))
+}
+
+async fn fetch_primary(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
+    tracing::debug!(table = select.table.name, "read served by the primary");
+    let client = state.primary.get().await?;
+    let (sql, params) = select.postgres();
+    let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+    let rows = client.query(&stmt, &refs).await.map_err(db_error)?;
+    rows.iter()
+        .map(|r| Row::from_json(select.table, r.get::<_, &str>(0)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auto_order_sync::catalog::ORDERS;
+
+    fn select() -> Select {
+        Select {
+            table: &ORDERS,
+            filters: vec![
+                Filter::Eq("owner_id", "alice".into()),
+                Filter::AtLeast("ordered_at", "2026-01-01T00:00:00.000000Z".into()),
+            ],
+            order_by: "ordered_at",
+            after: Some(("2026-02-01T00:00:00.000000Z".into(), "0000".into())),
+            limit: 21,
+        }
+    }
+
+    #[test]
+    fn postgres_sql_casts_every_text_parameter_to_the_column_type() {
+        let (sql, params) = select().postgres();
+        assert_eq!(
+            sql,
+            "select to_jsonb(orders.*)::text from orders where owner_id = $1::text and \
+             ordered_at >= $2::text::timestamptz and (ordered_at, id) < \
+             ($3::text::timestamptz, $4::text::uuid) order by ordered_at desc, id desc limit 21"
+        );
+        assert_eq!(params.len(), 4);
+    }
+
+    #[test]
+    fn sqlite_sql_numbers_its_parameters() {
+        let (sql, _) = select().sqlite();
+        assert!(
+            sql.contains("where owner_id = ?1 and ordered_at >= ?2"),
+            "{sql}"
+        );
+        assert!(sql.contains("(ordered_at, id) < (?3, ?4)"), "{sql}");
+    }
+}

@@ -1,0 +1,61 @@
+//! `Idempotency-Key` on creates: a retry (or a concurrent duplicate) gets the original
+//! answer and creates nothing more.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{Api, TestApp, TestDb, count, send};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_retried_with_the_same_idempotency_key_creates_one_product() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let alice = Api::new(&app, "alice");
+    let bob = Api::new(&app, "bob");
+    let create = |api: &Api<'_>, key: &str, name: &str| {
+        send(
+            api.request(Method::POST, "/api/products")
+                .header("idempotency-key", key)
+                .json(&json!({"name": name})),
+        )
+    };
+
+    // Act
+    let first = create(&alice, "k-1", "Rice").await;
+    let retry = create(&alice, "k-1", "Rice").await;
+    let other_body = create(&alice, "k-1", "Pasta").await;
+    let other_user = create(&bob, "k-1", "Rice").await;
+    let too_long = create(&alice, &"k".repeat(256), "Rice").await;
+    let (racer_a, racer_b) = tokio::join!(
+        create(&alice, "k-2", "Beans"),
+        create(&alice, "k-2", "Beans")
+    );
+
+    // Assert
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert_eq!(retry.id(), first.id());
+    assert_eq!(retry.body, first.body);
+    assert_eq!(retry.header("x-sync-token"), first.header("x-sync-token"));
+    assert_eq!(
+        other_body.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{other_body:?}"
+    );
+    assert_eq!(other_user.status, StatusCode::CREATED);
+    assert_ne!(other_user.id(), first.id());
+    assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    assert_eq!(racer_a.status, StatusCode::CREATED, "{racer_a:?}");
+    assert_eq!(racer_b.status, StatusCode::CREATED, "{racer_b:?}");
+    assert_eq!(
+        racer_a.id(),
+        racer_b.id(),
+        "concurrent attempts share one row"
+    );
+    assert_eq!(
+        count(&db, "products").await,
+        3,
+        "Rice twice (alice, bob), Beans once"
+    );
+}

@@ -62,6 +62,13 @@ end $$;
 -- with timezone UTC so timestamps in the row image never depend on the writer's session.
 -- NOTIFY is delivered at commit and collapsed per transaction, so this costs one
 -- notification per transaction whatever its size.
+--
+-- The change's version (what replicas order a row's changes by) is taken here, in the AFTER
+-- trigger, not from the row's BEFORE-trigger version: an INSERT's BEFORE trigger runs before
+-- its unique-key check, so an insert that waits for a concurrent delete of the same key
+-- would carry a version older than the delete. By the time an AFTER trigger runs, the row
+-- operation is done and any transaction it waited for has committed, so for two writes of
+-- the same row the later one always gets the larger change version.
 create function sync.record_change() returns trigger
 language plpgsql
 set timezone to 'UTC'
@@ -73,7 +80,7 @@ begin
     else
         insert into sync.changes (table_name, row_id, op, version, data)
         values (tg_table_name, new.id::text, case tg_op when 'INSERT' then 'I' else 'U' end,
-                new.version, to_jsonb(new));
+                nextval('sync.version_seq'), to_jsonb(new));
     end if;
     perform pg_notify('sync_changes', '');
     return null;

@@ -1,6 +1,8 @@
 -- The local replica of the primary's replicated tables, plus the sync bookkeeping.
 -- Applied at every start (idempotent). Timestamps are UTC text of fixed width
 -- (YYYY-MM-DDTHH:MM:SS.ffffffZ) so text order is time order; uuids are lowercase text.
+-- `sync_version` is the version of the change that last wrote the row (0 for rows loaded by
+-- a snapshot); changes are applied only over older ones. It is not the row's own `version`.
 -- Keys are unique indexes rather than primary-key constraints so that a resync can drop every
 -- index, bulk-load, and rebuild them by sorting (much faster than a million random inserts).
 create table if not exists products (
@@ -13,7 +15,8 @@ create table if not exists products (
     notes            text,
     created_at       text    not null,
     updated_at       text    not null,
-    version          integer not null
+    version          integer not null,
+    sync_version     integer not null default 0
 );
 create unique index if not exists products_id on products (id);
 create index if not exists products_owner_created on products (owner_id, created_at desc, id desc);
@@ -28,7 +31,8 @@ create table if not exists orders (
     ordered_at       text    not null,
     created_at       text    not null,
     updated_at       text    not null,
-    version          integer not null
+    version          integer not null,
+    sync_version     integer not null default 0
 );
 create unique index if not exists orders_id on orders (id);
 create index if not exists orders_owner_ordered on orders (owner_id, ordered_at desc, id desc);

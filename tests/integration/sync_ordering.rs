@@ -120,3 +120,85 @@ async fn a_reinserted_row_comes_back_with_its_new_values() {
         "tombstones are dropped once no older change can arrive"
     );
 }
+
+/// Waits until `n` lock requests in this test's database are blocked.
+async fn wait_for_blocked_locks(db: &TestDb, n: i64) {
+    let client = db.connect().await;
+    let client = &client;
+    crate::support::wait_until(
+        "writers blocked on row locks",
+        std::time::Duration::from_secs(30),
+        || async move {
+            let blocked: i64 = client
+                .query_one(
+                    "select count(*) from pg_stat_activity
+                      where datname = current_database() and wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            blocked >= n
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_that_waited_for_a_delete_of_its_key_survives_it() {
+    // Arrange: rows X and Y; T4 holds Y's lock, so T2's `delete X, Y` deletes X and then
+    // waits (its AFTER triggers fire only at the end of its statement).
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
+    let x = Uuid::from_u128(1);
+    let y = Uuid::from_u128(u128::MAX);
+    for id in [x, y] {
+        db.client
+            .execute(
+                "insert into products (id, owner_id, name) values ($1, 'u', 'before')",
+                &[&id],
+            )
+            .await
+            .unwrap();
+    }
+    edge.catch_up(&db).await;
+    let mut t4 = db.connect().await;
+    let holder = t4.transaction().await.unwrap();
+    holder
+        .execute("update products set name = 'held' where id = $1", &[&y])
+        .await
+        .unwrap();
+    let t2 = db.connect().await;
+    let delete = tokio::spawn(async move {
+        t2.batch_execute(&format!(
+            "begin; delete from products where id in ('{x}', '{y}'); commit;"
+        ))
+        .await
+    });
+    wait_for_blocked_locks(&db, 1).await;
+
+    // Act: T3 re-inserts X; its BEFORE trigger runs now, then it waits for T2's delete.
+    let t3 = db.connect().await;
+    let insert = tokio::spawn(async move {
+        t3.execute(
+            "insert into products (id, owner_id, name) values ($1, 'u', 'reborn')
+             on conflict (id) do nothing",
+            &[&x],
+        )
+        .await
+    });
+    wait_for_blocked_locks(&db, 2).await;
+    holder.commit().await.unwrap();
+    delete.await.unwrap().unwrap();
+    assert_eq!(
+        insert.await.unwrap().unwrap(),
+        1,
+        "the insert went in after the delete"
+    );
+
+    // Assert: X exists on the primary, so it must exist in the replica.
+    edge.catch_up(&db).await;
+    assert_eq!(replica_name(&edge, x).as_deref(), Some("reborn"));
+    assert_same_as_primary(&db, &edge).await;
+}

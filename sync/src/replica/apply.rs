@@ -4,12 +4,14 @@
 //! watermark, so a reader (or a crash) sees all of a primary transaction or none of it.
 //!
 //! Changes arrive in txid order, which is not commit order: a transaction with a lower txid
-//! can commit after one with a higher txid and touch the same row. Each row image therefore
-//! carries a version from one global sequence and is applied only if it is newer than what
-//! the replica holds; a delete leaves a tombstone with its version so that an older upsert
-//! arriving later cannot resurrect the row. A tombstone is dropped once the watermark passes
-//! the `xmax` of the snapshot its delete was pulled under: every change older than the
-//! delete belongs to a transaction below that point.
+//! can commit after one with a higher txid and touch the same row. Each change therefore
+//! carries a version from one global sequence, taken after its row operation (so later writes
+//! of a row always have larger versions), and is applied only if it is newer than the
+//! change that last wrote the replica's row (`sync_version`); a delete leaves a tombstone
+//! with its version so that an older upsert arriving later cannot resurrect the row. A
+//! tombstone is dropped once the watermark passes the `xmax` of the snapshot its delete was
+//! pulled under: every change older than the delete belongs to a transaction below that
+//! point.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -148,9 +150,10 @@ fn upsert(
         }
     }
     // A single-row `insert … values` (not `insert … select`) needs no statement journal.
+    let sync_version = Value::Integer(change.version);
     let changed = tx
         .prepare_cached(&statements(table).upsert)?
-        .execute(params_from_iter(values.iter()))?;
+        .execute(params_from_iter(values.iter().chain([&sync_version])))?;
     if changed == 0 {
         return Ok(None);
     }
@@ -211,7 +214,7 @@ fn statements(table: &'static Table) -> &'static Statements {
             .iter()
             .map(|t| {
                 let delete = format!(
-                    "delete from {} where id = ?1 and version < ?2 returning owner_id",
+                    "delete from {} where id = ?1 and sync_version < ?2 returning owner_id",
                     t.name
                 );
                 (
@@ -233,15 +236,17 @@ fn statements(table: &'static Table) -> &'static Statements {
 /// `insert … values … on conflict (id) do update … where the change is newer`.
 fn upsert_sql(table: &Table) -> String {
     let names: Vec<&str> = table.column_names().collect();
-    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let placeholders: Vec<String> = (1..=names.len() + 1).map(|i| format!("?{i}")).collect();
     let updates: Vec<String> = names
         .iter()
         .skip(1)
+        .chain(&["sync_version"])
         .map(|n| format!("{n} = excluded.{n}"))
         .collect();
     format!(
-        "insert into {t} ({cols}) values ({vals})
-         on conflict (id) do update set {updates} where excluded.version > {t}.version",
+        "insert into {t} ({cols}, sync_version) values ({vals})
+         on conflict (id) do update set {updates}
+         where excluded.sync_version > {t}.sync_version",
         t = table.name,
         cols = names.join(", "),
         vals = placeholders.join(", "),

@@ -1,0 +1,273 @@
+//! Read benchmark: requests/s and p50/p99 latency of `GET /api/products/{id}` and
+//! `GET /api/products` with a valid token, (a) served by the edge from its replica, (b) the
+//! same query served straight from Postgres by a plain axum handler, (c) a bare axum handler
+//! returning a fixed JSON body. One run, one machine, one in-process load generator
+//! (keep-alive connections, a fixed number of concurrent clients). Prints a markdown table.
+//!
+//! ```text
+//! cargo run --release --bin api-bench -- [--seconds 5] [--concurrency 32]
+//! ```
+//! Uses `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to
+//! create and drop a scratch database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use auto_order::config::Config;
+use auto_order::server::Application;
+use auto_order_sync::PgConnector;
+use auto_order_sync::pg::migrate::run_migrations;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+const OWNER: &str = "bench-user";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut seconds = 5u64;
+    let mut concurrency = 32usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().context("flag needs a value")?;
+        match flag.as_str() {
+            "--seconds" => seconds = value.parse()?,
+            "--concurrency" => concurrency = value.parse()?,
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    let server = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("ao_apibench_{}", std::process::id());
+    let admin = connect(&server).await?;
+    admin
+        .batch_execute(&format!("create database {name}"))
+        .await?;
+    let url = format!(
+        "{}/{name}",
+        server.rsplit_once('/').context("url needs a database")?.0
+    );
+    let result = run(&url, Duration::from_secs(seconds), concurrency).await;
+    admin
+        .batch_execute(&format!("drop database {name} with (force)"))
+        .await?;
+    result
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    Ok(PgConnector::from_url(url)
+        .map_err(anyhow::Error::msg)?
+        .connect(None)
+        .await?)
+}
+
+async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Result<()> {
+    // Data: 1,000 products of one user, plus other users' rows around them.
+    let mut client = connect(url).await?;
+    run_migrations(&mut client).await?;
+    client
+        .batch_execute(&format!(
+            "insert into products (owner_id, name, unit, price_cents)
+             select case when g % 4 = 0 then '{OWNER}' else 'other-' || g % 50 end,
+                    'product ' || g, 'kg', g % 900 from generate_series(1, 4000) g"
+        ))
+        .await?;
+    let id: String = client
+        .query_one(
+            "select id::text from products where owner_id = $1 limit 1",
+            &[&OWNER],
+        )
+        .await?
+        .get(0);
+
+    // (a) the edge.
+    let dir = tempfile::tempdir()?;
+    let env: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", url.to_owned()),
+        ("DATA_DIR", dir.path().display().to_string()),
+        ("PORT", "0".into()),
+        ("RATE_LIMIT_MAX", "1000000000".into()),
+        ("LOG_LEVEL", "error".into()),
+    ]);
+    let config = Config::from_lookup(|k| env.get(k).cloned())?;
+    let app = Application::build(config).await?;
+    let edge = format!("http://127.0.0.1:{}", app.port());
+    let sync = app.sync();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    while !sync.status().ready {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fence: i64 = client
+        .query_one("select pg_current_xact_id()::text::bigint", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        sync.wait_applied(fence as u64, Duration::from_secs(60))
+            .await
+    );
+    let token =
+        auto_order::auth::mint_dev_token(dir.path(), OWNER, &[], Duration::from_secs(3600))?;
+
+    // (b) and (c): plain axum handlers.
+    let baseline = spawn_baselines(url).await?;
+
+    let http = client_for_bench()?;
+    let scenarios = [
+        (
+            "(a) edge, replica",
+            format!("{edge}/api/products/{id}"),
+            true,
+        ),
+        (
+            "(b) Postgres directly",
+            format!("{baseline}/pg/products/{id}"),
+            true,
+        ),
+        ("(c) fixed JSON", format!("{baseline}/fixed"), true),
+        (
+            "(a) edge, replica — list of 20",
+            format!("{edge}/api/products?limit=20"),
+            false,
+        ),
+        (
+            "(b) Postgres directly — list of 20",
+            format!("{baseline}/pg/products"),
+            false,
+        ),
+    ];
+    println!("| scenario | requests/s | p50 | p99 |");
+    println!("|---|---|---|---|");
+    let mut rates = HashMap::new();
+    for (label, target, single) in scenarios {
+        let result = load(&http, &target, &token, duration, concurrency).await?;
+        rates.insert((label.chars().nth(1), single), result.rate);
+        println!(
+            "| {label} | {:.0} | {:.2} ms | {:.2} ms |",
+            result.rate, result.p50_ms, result.p99_ms
+        );
+    }
+    let (a, b, c) = (
+        rates[&(Some('a'), true)],
+        rates[&(Some('b'), true)],
+        rates[&(Some('c'), true)],
+    );
+    println!(
+        "\nsingle product: (a)/(c) = {:.0}% (target ≥ 60%), (a)/(b) = {:.1}× (target ≥ 3×); \
+         {concurrency} concurrent clients, {}s each",
+        100.0 * a / c,
+        a / b,
+        duration.as_secs()
+    );
+    Ok(())
+}
+
+async fn spawn_baselines(url: &str) -> anyhow::Result<String> {
+    let connector = PgConnector::from_url(url).map_err(anyhow::Error::msg)?;
+    let pool = auto_order::db::Primary::new(&connector)?;
+    let router = Router::new()
+        .route("/pg/products/{id}", get(pg_product))
+        .route("/pg/products", get(pg_products))
+        .route("/fixed", get(fixed))
+        .with_state(Arc::new(pool));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(format!("http://{addr}"))
+}
+
+async fn pg_product(
+    State(pool): State<Arc<auto_order::db::Primary>>,
+    Path(id): Path<uuid::Uuid>,
+) -> Json<Value> {
+    let client = pool.get().await.expect("pool");
+    let stmt = client
+        .prepare_cached(
+            "select to_jsonb(p) - 'owner_id' from products p where id = $1 and owner_id = $2",
+        )
+        .await
+        .expect("prepare");
+    let row = client.query_one(&stmt, &[&id, &OWNER]).await.expect("row");
+    Json(row.get(0))
+}
+
+async fn pg_products(State(pool): State<Arc<auto_order::db::Primary>>) -> Json<Value> {
+    let client = pool.get().await.expect("pool");
+    let stmt = client
+        .prepare_cached(
+            "select coalesce(jsonb_agg(to_jsonb(p) - 'owner_id'), '[]') from (
+                select * from products where owner_id = $1
+                 order by created_at desc, id desc limit 20) p",
+        )
+        .await
+        .expect("prepare");
+    let row = client.query_one(&stmt, &[&OWNER]).await.expect("rows");
+    Json(json!({ "items": row.get::<_, Value>(0), "next_cursor": null }))
+}
+
+async fn fixed() -> Json<Value> {
+    Json(json!({
+        "id": "2d4d1b2e-5a4f-4b84-9b8e-6f1a1d2c3b4a", "name": "product 1", "unit": "kg",
+        "reorder_quantity": 1, "price_cents": 100, "notes": null,
+        "created_at": "2026-11-24T19:50:46.123456Z", "updated_at": "2026-11-24T19:50:46.123456Z",
+        "version": 1
+    }))
+}
+
+fn client_for_bench() -> anyhow::Result<reqwest::Client> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .pool_max_idle_per_host(1024)
+        .build()?)
+}
+
+struct LoadResult {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `concurrency` clients request `target` back to back for `duration`.
+async fn load(
+    http: &reqwest::Client,
+    target: &str,
+    token: &str,
+    duration: Duration,
+    concurrency: usize,
+) -> anyhow::Result<LoadResult> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (http, target, token) = (http.clone(), target.to_owned(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < duration {
+                let t = Instant::now();
+                let resp = http.get(&target).bearer_auth(&token).send().await?;
+                anyhow::ensure!(resp.status().is_success(), "{target}: {}", resp.status());
+                resp.bytes().await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok(LoadResult {
+        rate: all.len() as f64 / elapsed,
+        p50_ms: pick(0.50).as_secs_f64() * 1000.0,
+        p99_ms: pick(0.99).as_secs_f64() * 1000.0,
+    })
+}

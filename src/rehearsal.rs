@@ -125,7 +125,16 @@ pub async fn rehearse(options: RehearsalOptions) -> anyhow::Result<()> {
         options.writes
     );
     for edge in &edges {
-        let listed = list_all(&http, edge, &token).await?;
+        // Eventual: an edge that has not been woken by a token read may still be waiting
+        // for its next poll, or for a horizon another transaction holds back.
+        let started = Instant::now();
+        let listed = loop {
+            let listed = list_all(&http, edge, &token).await?;
+            if listed == expected || started.elapsed() > Duration::from_secs(30) {
+                break listed;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         ensure!(
             listed == expected,
             "{}: lists {listed} products, the primary has {expected}",

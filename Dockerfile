@@ -32,6 +32,7 @@ RUN mkdir -p src sync/src tests/integration \
 #    so editing a test does not rebuild the image.
 COPY src src
 COPY sync/src sync/src
+COPY sync/build.rs sync/build.rs
 COPY sql sql
 # COPY keeps the files' original mtimes, which can be older than the dummy build:
 # touch them so cargo rebuilds both workspace crates.

@@ -24,3 +24,28 @@ pub async fn commit(
     state.cache.invalidate(table, owner);
     Ok(header)
 }
+
+/// Deletes the caller's row `id` of `table` in one transaction and commits it like any write;
+/// 404 when the caller has no such row. Returns the `X-Sync-Token` header.
+pub async fn delete_owned(
+    state: &AppState,
+    table: &'static str,
+    id: &uuid::Uuid,
+    owner: &str,
+) -> Result<(&'static str, HeaderValue), ApiError> {
+    let mut client = state.primary.get().await?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    let txid = crate::db::sync_token(&tx).await?;
+    // `table` is one of the API's own table names, never client input.
+    let delete = tx
+        .prepare_cached(&format!(
+            "delete from {table} where id = $1 and owner_id = $2"
+        ))
+        .await
+        .map_err(db_error)?;
+    let deleted = tx.execute(&delete, &[id, &owner]).await.map_err(db_error)?;
+    if deleted == 0 {
+        return Err(ApiError::NotFound);
+    }
+    commit(state, tx, txid, table, owner).await
+}

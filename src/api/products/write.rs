@@ -182,22 +182,7 @@ pub async fn delete_product(
     user: AuthUser,
     RowId(id): RowId,
 ) -> Result<Response, ApiError> {
-    let mut client = state.primary.get().await?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    let txid = sync_token(&tx).await?;
-    let delete = tx
-        .prepare_cached("delete from products where id = $1 and owner_id = $2")
-        .await
-        .map_err(db_error)?;
-    if tx
-        .execute(&delete, &[&id, &user.sub])
-        .await
-        .map_err(db_error)?
-        == 0
-    {
-        return Err(ApiError::NotFound);
-    }
-    let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;
+    let token = writes::delete_owned(&state, TABLE, &id, &user.sub).await?;
     // The product's orders went with it (on delete cascade).
     state.cache.invalidate(crate::api::orders::TABLE, &user.sub);
     Ok((StatusCode::NO_CONTENT, [token]).into_response())

@@ -105,13 +105,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sync = app.sync();
     let server = tokio::spawn(app.run_until_stopped(shutdown_signal()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !sync.status().ready {
+    while !sync.is_ready() {
         if server.is_finished() || tokio::time::Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if !sync.status().ready && server.is_finished() {
+    if !sync.is_ready() && server.is_finished() {
         return server.await.context("server task")?;
     }
     let token = crate::auth::mint_dev_token(&data_dir, DEMO_USER, &[], TOKEN_TTL)?;

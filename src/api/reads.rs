@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
@@ -24,18 +23,6 @@ pub struct ReadRequest<'a> {
     pub if_none_match: &'a IfNoneMatch,
 }
 
-/// Data routes answer 503 until the first sync has loaded a replica.
-pub fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
-    if state.sync.status().ready {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable {
-            message: "this edge is still loading its replica; retry shortly",
-            retry_after: Duration::from_secs(2),
-        })
-    }
-}
-
 /// Answers a read of `table` (cache key part `what`) with `load`, which runs the query where
 /// it is told and returns the view.
 pub async fn cached_read<V, F, Fut>(
@@ -50,7 +37,7 @@ where
     F: FnOnce(ReadFrom) -> Fut,
     Fut: Future<Output = Result<V, ApiError>>,
 {
-    ensure_ready(state)?;
+    super::require_ready(state)?;
     let from = read_from(
         &state.sync,
         req.token,

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 
 /// `Ok` once the replica serves reads, else the 503 `unavailable` error with `Retry-After`.
 pub fn require_ready(state: &AppState) -> Result<(), ApiError> {
-    if state.sync.status().ready {
+    if state.sync.is_ready() {
         Ok(())
     } else {
         Err(ApiError::replica_not_ready())

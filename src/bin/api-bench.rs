@@ -97,7 +97,7 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
     let edge = format!("http://127.0.0.1:{}", app.port());
     let sync = app.sync();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    while !sync.status().ready {
+    while !sync.is_ready() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let fence: i64 = client

@@ -130,6 +130,16 @@ impl SyncHandle {
             .clone()
     }
 
+    /// Whether the replica holds a complete snapshot and serves reads (cheap: no status
+    /// copy; it is checked on every data request).
+    pub fn is_ready(&self) -> bool {
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ready
+    }
+
     /// Every primary transaction with a txid below this is applied.
     pub fn watermark(&self) -> u64 {
         *self.shared.watermark.borrow()

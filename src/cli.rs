@@ -52,9 +52,9 @@ enum Command {
         /// forward or fly-replay.
         #[arg(long, default_value = "forward")]
         write_mode: String,
-        /// The edges listen on this port and the next two.
-        #[arg(long, default_value_t = 18080)]
-        first_port: u16,
+        /// The edges listen on this port and the next two (default: free ports).
+        #[arg(long)]
+        first_port: Option<u16>,
         /// Where the edges keep their data (default: a temporary directory).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,

@@ -21,7 +21,9 @@ pub const REGIONS: [&str; 3] = ["iad", "lhr", "syd"];
 pub struct RehearsalOptions {
     pub database_url: String,
     pub base_dir: PathBuf,
-    pub first_port: u16,
+    /// The edges listen on this port and the next two; `None` lets each pick a free port
+    /// (read back from its start-up log line).
+    pub first_port: Option<u16>,
     /// `forward` or `fly-replay`.
     pub write_mode: String,
     pub writes: usize,
@@ -66,7 +68,7 @@ pub async fn rehearse(options: RehearsalOptions) -> anyhow::Result<()> {
             &options,
             region,
             &dir,
-            options.first_port + i as u16,
+            options.first_port.map_or(0, |p| p + i as u16),
         )?);
     }
     let http = reqwest_client()?;
@@ -170,7 +172,7 @@ fn start_edge(
     dir: &Path,
     port: u16,
 ) -> anyhow::Result<Edge> {
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .arg("serve")
         .env("DATABASE_URL", &o.database_url)
         .env("DATA_DIR", dir)
@@ -178,18 +180,39 @@ fn start_edge(
         .env("FLY_REGION", region)
         .env("PRIMARY_REGION", REGIONS[0])
         .env("WRITE_MODE", &o.write_mode)
-        .env("LOG_LEVEL", "warn")
+        // The server's own start-up line says which port it bound.
+        .env("LOG_LEVEL", "warn,auto_order::server=info")
         .env("RATE_LIMIT_MAX", "100000")
         .env_remove("AUTH0_DOMAIN")
         .env_remove("AUTH0_ISSUER_BASE_URL")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("Failed to start the {region} edge"))?;
+    let stdout = child.stdout.take().context("edge stdout")?;
+    let port = bound_port(stdout).with_context(|| format!("the {region} edge did not start"))?;
     Ok(Edge {
         region,
         url: format!("http://127.0.0.1:{port}"),
         child,
     })
+}
+
+/// Reads an edge's log until its `serving` line and returns the port in it; the rest of the
+/// log is drained in the background so the edge never blocks on a full pipe.
+fn bound_port(stdout: std::process::ChildStdout) -> anyhow::Result<u16> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line: Value = serde_json::from_str(&line?).unwrap_or_default();
+        if line["fields"]["message"] == "serving" {
+            let port = line["fields"]["port"]
+                .as_u64()
+                .context("serving line without a port")?;
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(u16::try_from(port)?);
+        }
+    }
+    bail!("the edge exited before serving")
 }
 
 fn reqwest_client() -> anyhow::Result<reqwest::Client> {

@@ -63,15 +63,8 @@ async fn in_fly_replay_mode_a_write_outside_the_primary_region_is_replayed_there
 
 fn rehearse(db: &TestDb, mode: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        // Three consecutive free ports are likely after a free one; the rehearsal fails
-        // loudly if not.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let output = Command::new(env!("CARGO_BIN_EXE_auto-order"))
         .args(["rehearse", "--writes", "5", "--write-mode", mode])
-        .args(["--first-port", &port.to_string()])
         .arg("--dir")
         .arg(dir.path())
         .env("DATABASE_URL", &db.url)

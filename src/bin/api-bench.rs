@@ -1,8 +1,9 @@
 //! Read benchmark: requests/s and p50/p99 latency of `GET /api/products/{id}` and
 //! `GET /api/products` with a valid token, (a) served by the edge from its replica, (b) the
 //! same query served straight from Postgres by a plain axum handler, (c) a bare axum handler
-//! returning a fixed JSON body. One run, one machine, one in-process load generator
-//! (keep-alive connections, a fixed number of concurrent clients). Prints a markdown table.
+//! returning a fixed JSON body. One run, one machine, one load generator: `wrk` in its own
+//! process (keep-alive connections, a fixed number of concurrent clients). Prints a markdown
+//! table.
 //!
 //! ```text
 //! cargo run --release --bin api-bench -- [--seconds 5] [--concurrency 32]
@@ -12,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use auto_order::config::Config;
@@ -114,7 +115,6 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
     // (b) and (c): plain axum handlers.
     let baseline = spawn_baselines(url).await?;
 
-    let http = client_for_bench()?;
     let scenarios = [
         (
             "(a) edge, replica",
@@ -142,7 +142,7 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
     println!("|---|---|---|---|");
     let mut rates = HashMap::new();
     for (label, target, single) in scenarios {
-        let result = load(&http, &target, &token, duration, concurrency).await?;
+        let result = load(&target, &token, duration, concurrency)?;
         rates.insert((label.chars().nth(1), single), result.rate);
         println!(
             "| {label} | {:.0} | {:.2} ms | {:.2} ms |",
@@ -216,58 +216,107 @@ async fn fixed() -> Json<Value> {
     }))
 }
 
-fn client_for_bench() -> anyhow::Result<reqwest::Client> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .pool_max_idle_per_host(1024)
-        .build()?)
-}
-
 struct LoadResult {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-/// `concurrency` clients request `target` back to back for `duration`.
-async fn load(
-    http: &reqwest::Client,
+/// Runs `wrk` (one thread, `concurrency` keep-alive connections) against `target` with the
+/// token, and reads its summary. A separate, lean process: an in-process generator would
+/// take a larger share of the two cores than the cheapest server it measures.
+fn load(
     target: &str,
     token: &str,
     duration: Duration,
     concurrency: usize,
 ) -> anyhow::Result<LoadResult> {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (http, target, token) = (http.clone(), target.to_owned(), token.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while started.elapsed() < duration {
-                let t = Instant::now();
-                let resp = http.get(&target).bearer_auth(&token).send().await?;
-                anyhow::ensure!(resp.status().is_success(), "{target}: {}", resp.status());
-                resp.bytes().await?;
-                latencies.push(t.elapsed());
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    let output = std::process::Command::new("wrk")
+        .args(["-t1", "--latency"])
+        .arg(format!("-c{concurrency}"))
+        .arg(format!("-d{}s", duration.as_secs()))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(target)
+        .output()
+        .context("running wrk (install it: `apt-get install wrk`)")?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "wrk failed: {report}");
+    parse_wrk(&report).with_context(|| format!("unexpected wrk output:\n{report}"))
+}
+
+/// Requests/s and the 50th and 99th percentile from `wrk --latency` output; any non-2xx
+/// answer or socket error fails the run (a benchmark of errors measures nothing).
+fn parse_wrk(report: &str) -> anyhow::Result<LoadResult> {
+    let field = |prefix: &str| {
+        report
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    anyhow::ensure!(
+        field("Non-2xx or 3xx responses:").is_none(),
+        "error responses"
+    );
+    anyhow::ensure!(field("Socket errors:").is_none(), "socket errors");
+    let rate: f64 = field("Requests/sec:").context("no Requests/sec")?.parse()?;
+    let p50_ms = wrk_duration_ms(field("50%").context("no p50")?)?;
+    let p99_ms = wrk_duration_ms(field("99%").context("no p99")?)?;
     Ok(LoadResult {
-        rate: all.len() as f64 / elapsed,
-        p50_ms: pick(0.50).as_secs_f64() * 1000.0,
-        p99_ms: pick(0.99).as_secs_f64() * 1000.0,
+        rate,
+        p50_ms,
+        p99_ms,
     })
+}
+
+/// `812.00us`, `1.25ms`, `2.01s` → milliseconds.
+fn wrk_duration_ms(text: &str) -> anyhow::Result<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        anyhow::bail!("no unit in {text:?}")
+    };
+    Ok(number.parse::<f64>()? * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT: &str = "Running 5s test @ http://127.0.0.1:1/fixed
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   412.50us  101.20us   3.10ms   90.00%
+    Req/Sec    77.10k     2.01k   80.00k    70.00%
+  Latency Distribution
+     50%  398.00us
+     75%  450.00us
+     90%  520.00us
+     99%    1.02ms
+  383712 requests in 5.00s, 120.00MB read
+Requests/sec:  76742.40
+Transfer/sec:     24.00MB
+";
+
+    #[test]
+    fn reads_rate_and_percentiles_from_a_wrk_report() {
+        let result = parse_wrk(REPORT).unwrap();
+        assert_eq!(result.rate, 76742.40);
+        assert!((result.p50_ms - 0.398).abs() < 1e-9);
+        assert!((result.p99_ms - 1.02).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_report_with_error_responses_is_refused() {
+        let with_errors = REPORT.replace(
+            "Requests/sec:",
+            "  Non-2xx or 3xx responses: 12\nRequests/sec:",
+        );
+        assert!(parse_wrk(&with_errors).is_err());
+    }
 }

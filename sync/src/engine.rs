@@ -413,9 +413,7 @@ async fn pull_batch(
 
 /// Decides, from what the primary says, whether the log can still bring `local` up to date.
 fn needs_resync(local: &ReplicaState, view: &PrimaryView) -> Option<ResyncReason> {
-    let other_system =
-        matches!((local.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
-    if other_system || local.primary_epoch != view.epoch || view.xmax < local.watermark {
+    if !local.same_primary(view) {
         return Some(ResyncReason::PrimaryChanged);
     }
     if view.pruned_below > local.watermark {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use auto_order_sync::handle::ResyncReason;
+use auto_order_sync::rusqlite;
 
 use crate::support::edge::{assert_same_as_primary, fast_config};
 use crate::support::{TestDb, TestEdge, wait_until};
@@ -98,5 +99,117 @@ async fn readers_see_whole_data_throughout_forced_resyncs() {
     assert!(reads > 10, "the reader was actually reading ({reads})");
     let last = edge.handle.status().last_resync.expect("resynced");
     assert_eq!(last.reason, ResyncReason::Requested);
+    assert_same_as_primary(&db, &edge).await;
+}
+
+/// Rows for the drift test: `n` products of one owner, one order each.
+async fn seed_with_orders(db: &TestDb, n: i64) {
+    db.client
+        .batch_execute(&format!(
+            "insert into products (owner_id, name) select 'drift', 'p' || g from generate_series(1, {n}) g;
+             insert into orders (owner_id, product_id, quantity, ordered_at)
+             select 'drift', id, 1, now() from products;"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_resync_repairs_a_replica_that_drifted_from_the_primary() {
+    // Arrange: a replica of products and orders...
+    let db = TestDb::new().await;
+    seed_with_orders(&db, 3_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
+    edge.catch_up(&db).await;
+    // ...that drifted both ways: the primary was edited with its triggers off (no change
+    // log, as an operator's repair script might), and the replica file was edited by hand.
+    db.client
+        .batch_execute(
+            "set session_replication_role = replica;
+             update products set name = 'renamed behind the log'
+              where id = (select id from products order by id limit 1);
+             delete from orders where id = (select id from orders order by id desc limit 1);
+             insert into products (owner_id, name) values ('drift', 'inserted behind the log');
+             reset session_replication_role;",
+        )
+        .await
+        .unwrap();
+    {
+        let replica = rusqlite::Connection::open(dir.path().join("replica.db")).unwrap();
+        replica.busy_timeout(Duration::from_secs(5)).unwrap();
+        replica
+            .execute_batch(
+                "update products set notes = 'edited in the file'
+                  where id = (select max(id) from products);
+                 delete from orders where id = (select min(id) from orders);
+                 insert into products (id, owner_id, name, reorder_quantity, created_at,
+                                       updated_at, version)
+                 values ('ffffffff-ffff-4fff-8fff-ffffffffffff', 'ghost', 'not on the primary',
+                         1, '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', 1);",
+            )
+            .unwrap();
+    }
+
+    // Act: a forced resync, then ordinary changes to rows it kept as they were.
+    let resyncs = edge.handle.status().resyncs;
+    assert!(edge.handle.request_resync());
+    let handle = edge.handle.clone();
+    wait_until("resync finished", Duration::from_secs(60), || {
+        let h = handle.clone();
+        async move { h.status().resyncs > resyncs }
+    })
+    .await;
+    db.client
+        .batch_execute(
+            "update products set price_cents = 5
+              where id in (select id from products order by id limit 10 offset 100);",
+        )
+        .await
+        .unwrap();
+    edge.catch_up(&db).await;
+
+    // Assert
+    assert_same_as_primary(&db, &edge).await;
+    let ghost: i64 = edge
+        .reader()
+        .query_row(
+            "select count(*) from products where owner_id = 'ghost'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ghost, 0);
+}
+
+#[tokio::test]
+async fn a_replica_of_an_older_layout_is_dropped_and_rebuilt() {
+    // Arrange: a replica file whose tables have another layout (as an older binary made).
+    let db = TestDb::new().await;
+    seed_with_orders(&db, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let old = rusqlite::Connection::open(dir.path().join("replica.db")).unwrap();
+        old.execute_batch(
+            "create table products (id text not null, name text);
+             insert into products values ('x', 'stale');
+             create table sync_state (singleton integer primary key, watermark integer);
+             insert into sync_state values (1, 5);
+             pragma user_version = 1;",
+        )
+        .unwrap();
+    }
+
+    // Act
+    let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
+    edge.catch_up(&db).await;
+
+    // Assert
+    let last = edge
+        .handle
+        .status()
+        .last_resync
+        .expect("rebuilt by a resync");
+    assert_eq!(last.reason, ResyncReason::EmptyReplica);
     assert_same_as_primary(&db, &edge).await;
 }

@@ -2,7 +2,8 @@
 //!
 //! Rows leave Postgres through binary `COPY … TO STDOUT` (the fast path: no per-row query
 //! overhead, no text escaping) and are handed, in chunks, to the replica's loader on its
-//! own blocking thread, so decoding on this side and inserting on that side overlap.
+//! own blocking thread, so decoding on this side and inserting on that side overlap. Each
+//! table comes in `id` order (see [`crate::replica::load`]).
 
 use futures_util::{StreamExt, pin_mut};
 use rusqlite::types::Value;
@@ -52,8 +53,10 @@ pub async fn copy_snapshot(
     let mut total = 0u64;
     for table in TABLES.iter().copied() {
         let columns: Vec<&str> = table.column_names().collect();
+        // Key order: the replica's tables are clustered on `id`, so rows are appended (bulk)
+        // or compared range by range (merge) in table order.
         let sql = format!(
-            "copy (select {} from {}) to stdout (format binary)",
+            "copy (select {} from {} order by id) to stdout (format binary)",
             columns.join(", "),
             table.name
         );

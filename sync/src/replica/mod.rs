@@ -24,6 +24,13 @@ use crate::error::SyncError;
 /// The replica schema, applied at every open (idempotent).
 const SCHEMA: &str = include_str!("../../../sql/sqlite/replica.sql");
 
+/// The layout version of [`SCHEMA`], kept in `pragma user_version`. A replica of another
+/// layout is dropped at open: it is only a copy, and the engine resyncs an empty replica.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Every table the schema creates, for dropping a replica of another layout.
+const SCHEMA_TABLES: &[&str] = &["products", "orders", "sync_tombstones", "sync_state"];
+
 /// How long a connection waits on the file lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,7 +53,7 @@ impl Replica {
                 SyncError::fatal(format!("cannot create replica directory {dir:?}: {e}"))
             })?;
         }
-        let writer = Connection::open(path)?;
+        let mut writer = Connection::open(path)?;
         writer.busy_timeout(BUSY_TIMEOUT)?;
         writer.execute_batch(
             "pragma journal_mode = wal;
@@ -57,6 +64,23 @@ impl Replica {
              pragma mmap_size = 268435456;
              pragma threads = 2;",
         )?;
+        let layout: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if layout != SCHEMA_VERSION {
+            if layout != 0 || table_exists(&writer, "sync_state")? {
+                tracing::warn!(
+                    found = layout,
+                    expected = SCHEMA_VERSION,
+                    "replica has another layout; dropping it (a resync rebuilds it)"
+                );
+            }
+            let tx = writer.transaction()?;
+            for table in SCHEMA_TABLES {
+                tx.execute(&format!("drop table if exists {table}"), [])?;
+            }
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
         writer.execute_batch(SCHEMA)?;
 
         let manager = SqliteConnectionManager::file(path)
@@ -114,4 +138,12 @@ impl Replica {
     pub async fn state(&self) -> Result<Option<state::ReplicaState>, SyncError> {
         self.with_writer(|conn| Ok(state::read_state(conn)?)).await
     }
+}
+
+fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "select exists (select 1 from sqlite_master where type = 'table' and name = ?1)",
+        [name],
+        |r| r.get(0),
+    )
 }

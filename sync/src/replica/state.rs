@@ -2,6 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::pg::PrimaryView;
+
 /// How far this replica has applied the primary's change stream, and which primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaState {
@@ -15,6 +17,16 @@ pub struct ReplicaState {
     /// `changed_at` of the newest applied change, in unix microseconds.
     pub last_change_at_us: Option<i64>,
     pub resynced_at: String,
+}
+
+impl ReplicaState {
+    /// Whether `view` is the primary this replica was built from, on the same timeline: same
+    /// system, same sync epoch, and txids that did not go back (a restore from backup).
+    pub fn same_primary(&self, view: &PrimaryView) -> bool {
+        let other_system =
+            matches!((self.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
+        !other_system && self.primary_epoch == view.epoch && view.xmax >= self.watermark
+    }
 }
 
 pub fn read_state(conn: &Connection) -> rusqlite::Result<Option<ReplicaState>> {

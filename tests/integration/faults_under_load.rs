@@ -99,13 +99,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(
-        base_url: Arc<Mutex<String>>,
-        token: &str,
-        read_id: &str,
-        writers: usize,
-        readers: usize,
-    ) -> Load {
+    fn start(base_url: &str, token: &str, read_id: &str, writers: usize, readers: usize) -> Load {
         let http = crate::support::http_client();
         let mut load = Load {
             stop: Default::default(),
@@ -115,7 +109,7 @@ impl Load {
             tasks: Vec::new(),
         };
         for w in 0..writers {
-            let (http, token, base) = (http.clone(), token.to_owned(), base_url.clone());
+            let (http, token, base) = (http.clone(), token.to_owned(), base_url.to_owned());
             let (stop, acked, writes) =
                 (load.stop.clone(), load.acked.clone(), load.writes.clone());
             load.tasks.push(tokio::spawn(async move {
@@ -124,7 +118,7 @@ impl Load {
                         break;
                     }
                     let (key, name) = (format!("key-{w}-{n}"), format!("w{w}-{n}"));
-                    let url = format!("{}/api/products", base.lock().unwrap());
+                    let url = format!("{base}/api/products");
                     let request = http
                         .post(url)
                         .bearer_auth(&token)
@@ -137,12 +131,12 @@ impl Load {
                     writes.lock().unwrap().push(done);
                     // Pacing, so that a fast-failing edge does not turn the writers into a
                     // busy loop on two cores.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }));
         }
         for r in 0..readers {
-            let (http, token, base) = (http.clone(), token.to_owned(), base_url.clone());
+            let (http, token, base) = (http.clone(), token.to_owned(), base_url.to_owned());
             let (stop, reads) = (load.stop.clone(), load.reads.clone());
             let one = format!("/api/products/{read_id}");
             load.tasks.push(tokio::spawn(async move {
@@ -155,7 +149,7 @@ impl Load {
                     } else {
                         one.as_str()
                     };
-                    let url = format!("{}{path}", base.lock().unwrap());
+                    let url = format!("{base}{path}");
                     let done = call(http.get(url).bearer_auth(&token), "", "").await;
                     reads.lock().unwrap().push(done);
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -270,7 +264,7 @@ async fn assert_retries_create_exactly_once(
                 .json(&json!({ "name": w.name, "notes": "load" }));
             (w.name.clone(), send(request).await.status)
         })
-        .buffer_unordered(4)
+        .buffer_unordered(8)
         .collect()
         .await;
     for (name, status) in &answers {
@@ -295,6 +289,23 @@ async fn assert_retries_create_exactly_once(
     assert_eq!(count as usize, sent.len(), "no create applied twice");
 }
 
+/// Whether a transaction that took a txid (a write: the edge's sync token takes one) is
+/// open on `db`, other than the test's own connection.
+async fn write_in_flight(db: &TestDb) -> bool {
+    let open: i64 = db
+        .client
+        .query_one(
+            "select count(*) from pg_stat_activity
+              where datname = current_database() and backend_xid is not null
+                and pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    open > 0
+}
+
 async fn health(http: &reqwest::Client, base_url: &str) -> Value {
     let reply = send(http.get(format!("{base_url}/api/health"))).await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
@@ -313,14 +324,22 @@ async fn faults_a_primary_cut_for_10s_under_load_keeps_reads_fails_writes_fast_a
     let alice = Api::new(&app, "alice");
     let seed = alice.product("seed").await;
     app.catch_up(&db).await;
-    let base = Arc::new(Mutex::new(app.base_url.clone()));
-    let load = Load::start(base, &alice.token, &seed, 3, 3);
+    let load = Load::start(&app.base_url, &alice.token, &seed, 3, 3);
     load.wait_for_acks(15, "writes acknowledged before the cut")
         .await;
 
-    // Act: cut the primary off for CUT, then bring it back while the load goes on.
+    // Act: slow the primary down so that writes spend a while in their transactions, cut
+    // it off while one is open (it has a txid), and bring it back after CUT.
+    relay.set_latency(Duration::from_millis(50));
+    wait_until(
+        "a write transaction open on the primary",
+        Duration::from_secs(30),
+        || write_in_flight(&db),
+    )
+    .await;
     relay.cut();
     let cut_at = Instant::now();
+    relay.set_latency(Duration::ZERO);
     let http = crate::support::http_client();
     let mut seen_degraded = false;
     while cut_at.elapsed() < CUT {
@@ -366,6 +385,12 @@ async fn faults_a_primary_cut_for_10s_under_load_keeps_reads_fails_writes_fast_a
             "no write hangs past {write_bound:?}: {w:?}"
         );
     }
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.started < cut_at && !w.acknowledged() && w.ended() > cut_at),
+        "the cut caught a write in flight"
+    );
     let cut_writes: Vec<&Call> = writes.iter().filter(during).collect();
     assert!(cut_writes.len() >= 10, "writes kept coming during the cut");
     for w in &cut_writes {
@@ -468,7 +493,7 @@ async fn faults_an_edge_killed_under_write_load_restarts_from_its_cursor_without
         stop.clone(),
         committed.clone(),
     ));
-    let load = Load::start(Arc::new(Mutex::new(base_url.clone())), &token, "", 2, 0);
+    let load = Load::start(&base_url, &token, "", 2, 0);
     load.wait_for_acks(10, "writes through the edge before the kill")
         .await;
     let at_kill = health(&http, &base_url).await["replica"]["watermark"]
@@ -535,8 +560,7 @@ async fn faults_a_slow_primary_slows_writes_but_not_reads() {
     // Act: every chunk to and from the primary now waits LATENCY; readers run while a
     // writer makes three creates.
     relay.set_latency(LATENCY);
-    let base = Arc::new(Mutex::new(app.base_url.clone()));
-    let readers = Load::start(base, &alice.token, &seed, 0, 2);
+    let readers = Load::start(&app.base_url, &alice.token, &seed, 0, 2);
     let mut writes = Vec::new();
     for n in 0..3 {
         let started = Instant::now();

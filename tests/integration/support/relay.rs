@@ -83,9 +83,16 @@ impl Relay {
         }
     }
 
-    /// Listens again on the same port.
+    /// Listens again on the same port (once the aborted acceptor has let go of it).
     pub async fn restore(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind relay");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() > deadline => panic!("rebind relay: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
         self.acceptor = Some(self.accept_loop(listener));
     }
 }

@@ -18,12 +18,11 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use auto_order::api::middleware::primary_bound::PRIMARY_TIMEOUT;
+
 use crate::support::edge::assert_replica_file_same_as_primary;
 use crate::support::{Api, ChildGuard, Relay, TestApp, TestDb, send, wait_until};
 
-/// What the edge gives a write that cannot reach the primary, at most: the pool's wait for a
-/// connection (2 s) plus the creation of one (3 s), fixed in `src/db.rs`.
-const POOL_TIMEOUTS: Duration = Duration::from_secs(5);
 /// `READ_YOUR_WRITES_TIMEOUT_MS` of these tests' edges (a committed write waits this long
 /// for the replica at most).
 const RYW_MS: u64 = 500;
@@ -317,7 +316,7 @@ async fn faults_a_primary_cut_for_10s_under_load_keeps_reads_fails_writes_fast_a
     // Arrange: an edge reaching the primary through a relay; three writers and three readers
     // on it, as one user with a real token.
     const CUT: Duration = Duration::from_secs(10);
-    let write_bound = POOL_TIMEOUTS + Duration::from_millis(RYW_MS) + MARGIN;
+    let write_bound = PRIMARY_TIMEOUT + Duration::from_millis(RYW_MS) + MARGIN;
     let db = TestDb::new().await;
     let mut relay = Relay::start("127.0.0.1:5432".parse().unwrap()).await;
     let app = TestApp::spawn_with(&relay.url_for(&db.url), EDGE_VARS).await;
@@ -674,6 +673,54 @@ async fn faults_a_long_transaction_holding_the_horizon_shows_growing_lag_and_tok
     // Released: the replica caught up, a new write shows no lag, and it converged.
     assert_eq!(fresh.status, StatusCode::OK, "{fresh:?}");
     assert!(released_lag < 2000, "{released_lag} ms");
+    assert_replica_file_same_as_primary(&db, &app.data_dir.join("replica.db"), &app.sync.status())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_a_stalled_primary_fails_writes_within_the_bound_with_a_clean_503() {
+    // Arrange: an edge with open pooled connections to the primary.
+    let write_bound = PRIMARY_TIMEOUT + Duration::from_millis(RYW_MS) + MARGIN;
+    let db = TestDb::new().await;
+    let mut relay = Relay::start("127.0.0.1:5432".parse().unwrap()).await;
+    let app = TestApp::spawn_with(&relay.url_for(&db.url), EDGE_VARS).await;
+    let alice = Api::new(&app, "alice");
+    let seed = alice.product("seed").await;
+    app.catch_up(&db).await;
+
+    // Act: the primary stops answering (nothing comes back, nothing is refused) while three
+    // creates are made and readers read; then the stalled connections break and it is back.
+    relay.set_latency(Duration::from_secs(3600));
+    let readers = Load::start(&app.base_url, &alice.token, &seed, 0, 2);
+    let stalled: Vec<Call> = futures_util::future::join_all((0..3).map(|n| {
+        let (key, name) = (format!("stall-key-{n}"), format!("w-stalled-{n}"));
+        let request = alice
+            .request(reqwest::Method::POST, "/api/products")
+            .header("idempotency-key", &key)
+            .json(&json!({ "name": name, "notes": "load" }));
+        async move { call(request, &key, &name).await }
+    }))
+    .await;
+    let (_, reads) = readers.finish().await;
+    relay.set_latency(Duration::ZERO);
+    relay.cut();
+    relay.restore().await;
+
+    // Assert: each stalled write answered a clean 503 within the bound; reads went on.
+    for w in &stalled {
+        assert_eq!(w.status, Some(StatusCode::SERVICE_UNAVAILABLE), "{w:?}");
+        assert_eq!(w.body["error"]["code"], "unavailable", "{w:?}");
+        assert!(w.retry_after, "503 carries Retry-After: {w:?}");
+        assert!(w.took <= write_bound, "bounded by {write_bound:?}: {w:?}");
+    }
+    assert!(!reads.is_empty());
+    for r in &reads {
+        assert_eq!(r.status, Some(StatusCode::OK), "{r:?}");
+    }
+    // Once back: nothing half applied, each retry creates exactly once, and convergence.
+    assert_no_lost_or_half_applied_creates(&db, "alice", &stalled).await;
+    assert_retries_create_exactly_once(&db, &alice, "alice", &stalled).await;
+    app.catch_up(&db).await;
     assert_replica_file_same_as_primary(&db, &app.data_dir.join("replica.db"), &app.sync.status())
         .await;
 }

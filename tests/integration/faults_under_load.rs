@@ -1,11 +1,16 @@
-//! Faults under load, through the real HTTP API (issue 6): the primary cut off for 10 s
-//! while readers and writers keep going, an edge process SIGKILLed while writers write and
-//! restarted on its volume, a slow primary, and a long transaction holding the primary's
-//! horizon. Across all of them: no acknowledged write is lost, no unacknowledged write is
-//! half applied, and the replica ends equal to the primary.
+//! Faults under load, through the real HTTP API (issue 6), with a TCP relay between the
+//! edge and Postgres: the primary cut off for 10 s while readers and writers keep going
+//! (cut while a write transaction is open); a primary that stalls (answers nothing, refuses
+//! nothing); an edge process SIGKILLed while writers write, restarted on its volume; a slow
+//! primary; a long transaction holding the primary's horizon. Across all of them: reads are
+//! served from the replica, writes answer 201 or a prompt JSON 503, no acknowledged write is
+//! lost, no unacknowledged write is half applied (a create and its Idempotency-Key row are
+//! one transaction: both or neither), a retry with the key creates exactly once, and the
+//! replica ends equal to the primary.
 //!
 //! Connection cuts in the middle of a pull or a resync are in `sync_faults.rs`; a SIGKILL in
-//! the middle of an apply in `sync_crash.rs`.
+//! the middle of an apply in `sync_crash.rs`; the token fallback on a lagging edge in
+//! `api_consistency.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,11 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use auto_order::api::middleware::primary_bound::PRIMARY_TIMEOUT;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-use auto_order::api::middleware::primary_bound::PRIMARY_TIMEOUT;
 
 use crate::support::edge::assert_replica_file_same_as_primary;
 use crate::support::{Api, ChildGuard, Relay, TestApp, TestDb, send, wait_until};

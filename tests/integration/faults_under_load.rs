@@ -579,7 +579,8 @@ async fn faults_a_slow_primary_slows_writes_but_not_reads() {
     app.catch_up(&db).await;
 
     // Assert: writes succeed, slower than a round trip through the relay; reads do not
-    // wait for the primary at all.
+    // wait for the primary at all (one round trip to it would take 2 x LATENCY; a replica
+    // read takes milliseconds, so LATENCY leaves a wide margin for a loaded machine).
     for (reply, took) in &writes {
         assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
         assert!(
@@ -591,7 +592,7 @@ async fn faults_a_slow_primary_slows_writes_but_not_reads() {
     for r in &reads {
         assert_eq!(r.status, Some(StatusCode::OK), "{r:?}");
         assert!(
-            r.took < LATENCY / 2,
+            r.took < LATENCY,
             "a read is not slowed by the primary: {r:?}"
         );
     }

@@ -253,15 +253,34 @@ async fn assert_no_lost_or_half_applied_creates(db: &TestDb, owner: &str, writes
     }
 }
 
-/// Retries every unacknowledged create with its Idempotency-Key (as a client would) and
-/// asserts each now answers 201, and that every create made exactly one product.
+/// Retries, with its Idempotency-Key (as a client would), every unacknowledged create that
+/// `may_have_applied` (it could have reached the primary) and asserts each now answers 201;
+/// the other unacknowledged creates must have left nothing. Then every product on the
+/// primary is one of the creates acknowledged or retried, exactly once.
 async fn assert_retries_create_exactly_once(
     db: &TestDb,
     api: &Api<'_>,
     owner: &str,
     writes: &[Call],
+    may_have_applied: impl Fn(&Call) -> bool,
 ) {
-    let retries: Vec<&Call> = writes.iter().filter(|w| !w.acknowledged()).collect();
+    let (retries, refused): (Vec<&Call>, Vec<&Call>) = writes
+        .iter()
+        .filter(|w| !w.acknowledged())
+        .partition(|w| may_have_applied(w));
+    let before = primary_products(db, owner).await;
+    for w in &refused {
+        assert!(
+            !before.contains_key(&w.name),
+            "a refused create left a row: {w:?}"
+        );
+    }
+    let mut sent: BTreeSet<String> = writes
+        .iter()
+        .filter(|w| w.acknowledged())
+        .map(|w| w.name.clone())
+        .collect();
+    sent.extend(retries.iter().map(|w| w.name.clone()));
     let answers: Vec<(String, StatusCode)> = futures_util::stream::iter(retries)
         .map(|w| async move {
             let request = api
@@ -281,7 +300,6 @@ async fn assert_retries_create_exactly_once(
         .into_keys()
         .filter(|n| n.starts_with('w'))
         .collect();
-    let sent: BTreeSet<String> = writes.iter().map(|w| w.name.clone()).collect();
     assert_eq!(on_primary, sent, "one product per create, none twice");
     let count: i64 = db
         .client
@@ -408,7 +426,9 @@ async fn faults_a_primary_cut_for_10s_under_load_keeps_reads_fails_writes_fast_a
     }
     // Nothing lost, nothing half applied, and the replica converged.
     assert_no_lost_or_half_applied_creates(&db, "alice", &writes).await;
-    assert_retries_create_exactly_once(&db, &alice, "alice", &writes).await;
+    // Only a create in flight as the primary went or came back could have reached it.
+    let in_flight = |w: &Call| !during(&w);
+    assert_retries_create_exactly_once(&db, &alice, "alice", &writes, in_flight).await;
     app.catch_up(&db).await;
     assert_replica_file_same_as_primary(&db, &app.data_dir.join("replica.db"), &app.sync.status())
         .await;
@@ -736,7 +756,7 @@ async fn faults_a_stalled_primary_fails_writes_within_the_bound_with_a_clean_503
     }
     // Once back: nothing half applied, each retry creates exactly once, and convergence.
     assert_no_lost_or_half_applied_creates(&db, "alice", &stalled).await;
-    assert_retries_create_exactly_once(&db, &alice, "alice", &stalled).await;
+    assert_retries_create_exactly_once(&db, &alice, "alice", &stalled, |_| true).await;
     app.catch_up(&db).await;
     assert_replica_file_same_as_primary(&db, &app.data_dir.join("replica.db"), &app.sync.status())
         .await;

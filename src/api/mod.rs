@@ -108,7 +108,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// 4. gzip of responses when the client accepts it;
 /// 5. [`middleware::rate_limit`]: per IP and per verified user (429);
 /// 6. the 15 s timeout (503);
-/// 7. the 64 KiB body limit.
+/// 7. the 64 KiB body limit;
+/// 8. [`middleware::primary_bound`]: requests that may wait on the primary give up sooner
+///    (a JSON 503 with `Retry-After`).
 ///
 /// `Router::layer` wraps each route, so the matched route template is known to all of them.
 /// Each call builds its own metrics recorder and limiter state (tests run several apps).
@@ -127,12 +129,17 @@ pub fn app(state: AppState) -> Router {
     let (routes, doc) = routes_and_doc(&config.api_version);
     let write_mode =
         axum::middleware::from_fn_with_state(state.clone(), crate::write_mode::replay_writes);
+    let primary_bound = axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::primary_bound::bound_primary_requests,
+    );
     routes
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .merge(state.auth.dev_routes())
         .with_state(state.clone())
         .merge(metrics::router(state, metrics))
         .layer(write_mode)
+        .layer(primary_bound)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

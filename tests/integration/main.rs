@@ -15,6 +15,7 @@ mod api_products;
 mod auth;
 mod deploy_rehearsal;
 mod dev_command;
+mod faults_under_load;
 mod migrate;
 mod serve;
 mod sync_atomicity;

@@ -142,7 +142,18 @@ pub fn replica_rows(conn: &Connection, table: &str) -> Rows {
 
 /// Asserts the replica equals the primary, row for row and column for column.
 pub async fn assert_same_as_primary(db: &TestDb, edge: &TestEdge) {
-    let reader = edge.reader();
+    assert_replica_file_same_as_primary(db, &edge.dir.join("replica.db"), &edge.handle.status())
+        .await;
+}
+
+/// Asserts the replica file at `path` equals the primary, row for row and column for
+/// column; `context` (the engine's status, say) goes into the failure message.
+pub async fn assert_replica_file_same_as_primary(
+    db: &TestDb,
+    path: &Path,
+    context: &dyn std::fmt::Debug,
+) {
+    let reader = open_reader(path);
     for table in TABLES {
         let primary = primary_rows(&db.client, table.name).await;
         let replica = replica_rows(&reader, table.name);
@@ -159,7 +170,7 @@ pub async fn assert_same_as_primary(db: &TestDb, edge: &TestEdge) {
                 replica.len(),
                 p.difference(&r).take(5).collect::<Vec<_>>(),
                 r.difference(&p).take(5).collect::<Vec<_>>(),
-                edge.handle.status(),
+                context,
             );
         }
         for (p, r) in primary.iter().zip(&replica) {

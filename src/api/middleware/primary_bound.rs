@@ -1,0 +1,54 @@
+//! A bound on requests that may wait on the primary: writes, and reads carrying
+//! `X-Sync-Token` (answered from the primary when the replica lags).
+//!
+//! A primary that stops answering without refusing (a network partition drops packets, a
+//! stuck host) would otherwise hold the client for the whole 15 s request timeout and then
+//! get an empty 503. Past [`PRIMARY_TIMEOUT`] plus the read-your-writes wait, such a
+//! request answers the JSON 503 `unavailable` with `Retry-After`, like a refused connection.
+//!
+//! Giving up drops the handler: the driver rolls an open transaction back, and a commit
+//! already sent applies whole or not at all. Either way the client sees 503 and may retry
+//! (with its `Idempotency-Key`, a create is never applied twice).
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::AppState;
+use crate::consistency::SYNC_TOKEN_HEADER;
+use crate::error::ApiError;
+
+/// The primary's share of a request's time: the connection pool's own limits (2 s waiting
+/// for a connection, 3 s creating one) fit in it, a single-row transaction takes
+/// milliseconds.
+pub const PRIMARY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Middleware: answers 503 when a request that may use the primary takes longer than
+/// [`PRIMARY_TIMEOUT`] plus `READ_YOUR_WRITES_TIMEOUT_MS`.
+pub async fn bound_primary_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let is_write = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !is_write && !request.headers().contains_key(SYNC_TOKEN_HEADER) {
+        return next.run(request).await;
+    }
+    let bound = PRIMARY_TIMEOUT + state.config.read_your_writes_timeout;
+    match tokio::time::timeout(bound, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                bound_ms = bound.as_millis() as u64,
+                "the primary did not answer in time"
+            );
+            ApiError::primary_unavailable().into_response()
+        }
+    }
+}

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Services};
 use crate::auth::Authenticator;
 use crate::cache::{ReadCache, run_invalidation};
 use crate::config::Config;
@@ -52,13 +52,13 @@ impl Application {
             .await
             .context("Failed to start the token verifier")?;
         let primary = Primary::new(&connector).context("Failed to set up the primary pool")?;
-        let state = AppState {
+        let state = AppState::new(Services {
             config: Arc::new(config),
             sync,
             auth,
             primary,
             cache: Arc::new(ReadCache::new()),
-        };
+        });
         Ok(Application {
             listener,
             state,

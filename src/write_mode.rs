@@ -7,12 +7,11 @@
 //! where it lands, so a misconfigured region can never make requests bounce forever.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use crate::api::AppState;
+use crate::config::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -32,14 +31,11 @@ impl std::str::FromStr for WriteMode {
     }
 }
 
-/// Middleware: in `fly-replay` mode, sends writes that reach a non-primary region to the
-/// primary region.
-pub async fn replay_writes(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let config = &state.config;
+/// In `fly-replay` mode, the answer that sends a write reaching a non-primary region to the
+/// primary region; `None` when the request is to be executed here. Called by
+/// [`crate::api::middleware::primary_bound`], the one middleware for requests that may
+/// use the primary.
+pub fn replay_to_primary(config: &Config, request: &Request) -> Option<Response> {
     let is_write = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -55,8 +51,8 @@ pub async fn replay_writes(
             if let Ok(value) = HeaderValue::from_str(&format!("region={primary}")) {
                 response.headers_mut().insert("fly-replay", value);
             }
-            response.into_response()
+            Some(response)
         }
-        _ => next.run(request).await,
+        _ => None,
     }
 }

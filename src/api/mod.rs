@@ -43,6 +43,7 @@ use std::time::Duration;
 use auto_order_sync::SyncHandle;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
+use tower::util::option_layer;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -55,15 +56,33 @@ use crate::cache::ReadCache;
 use crate::config::Config;
 use crate::db::Primary;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one `Arc`, so the clones axum makes for every layer and
+/// extractor of every request cost one atomic increment, not one per service (those shared
+/// counters bounce between cores and showed in read profiles).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+pub struct Services {
     pub config: Arc<Config>,
     pub sync: SyncHandle,
     pub auth: Authenticator,
     pub primary: Primary,
     /// Rendered hot reads, invalidated by the sync engine's change events.
     pub cache: Arc<ReadCache>,
+}
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
 }
 
 impl FromRef<AppState> for Authenticator {
@@ -102,17 +121,22 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The whole application router, with its layers. Outermost first:
 ///
-/// 1. request id: `x-request-id` kept from the client or generated (uuid), echoed back;
-/// 2. [`middleware::observe`]: span, JSON access log, request metrics, `fly-region`;
-/// 3. CORS (preflights are answered here, before limits and auth);
+/// 1. CORS, only when `CORS_ORIGIN` is set (preflights are answered here, before anything
+///    else; they are not logged);
+/// 2. request id: `x-request-id` kept from the client or generated (uuid), echoed back;
+/// 3. [`middleware::observe`]: span, JSON access log, request metrics, `fly-region`;
 /// 4. gzip of responses when the client accepts it;
 /// 5. [`middleware::rate_limit`]: per IP and per verified user (429);
 /// 6. the 15 s timeout (503);
 /// 7. the 64 KiB body limit;
-/// 8. [`middleware::primary_bound`]: requests that may wait on the primary give up sooner
-///    (a JSON 503 with `Retry-After`).
+/// 8. [`middleware::primary_bound`]: writes replayed to the primary region (`fly-replay`
+///    mode); requests that may wait on the primary give up sooner (a JSON 503 with
+///    `Retry-After`).
 ///
 /// `Router::layer` wraps each route, so the matched route template is known to all of them.
+/// Every request clones its route's whole stack, and each `from_fn` layer clones what is
+/// beneath it again: layers that are costly to clone (CORS) sit outermost, and the
+/// primary-side checks share one middleware.
 /// Each call builds its own metrics recorder and limiter state (tests run several apps).
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
@@ -127,8 +151,6 @@ pub fn app(state: AppState) -> Router {
         metrics.clone(),
     );
     let (routes, doc) = routes_and_doc(&config.api_version);
-    let write_mode =
-        axum::middleware::from_fn_with_state(state.clone(), crate::write_mode::replay_writes);
     let primary_bound = axum::middleware::from_fn_with_state(
         state.clone(),
         middleware::primary_bound::bound_primary_requests,
@@ -138,7 +160,6 @@ pub fn app(state: AppState) -> Router {
         .merge(state.auth.dev_routes())
         .with_state(state.clone())
         .merge(metrics::router(state, metrics))
-        .layer(write_mode)
         .layer(primary_bound)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -150,11 +171,11 @@ pub fn app(state: AppState) -> Router {
             middleware::rate_limit::rate_limit,
         ))
         .layer(CompressionLayer::new())
-        .layer(middleware::cors::layer(&config.cors_origins))
         .layer(axum::middleware::from_fn_with_state(
             observe,
             middleware::observe::observe,
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(option_layer(middleware::cors::layer(&config.cors_origins)))
 }

@@ -138,15 +138,21 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
             false,
         ),
     ];
-    println!("| scenario | requests/s | p50 | p99 |");
-    println!("|---|---|---|---|");
+    println!("| scenario | requests/s | p50 | p99 | server CPU per request |");
+    println!("|---|---|---|---|---|");
     let mut rates = HashMap::new();
     for (label, target, single) in scenarios {
+        let cpu_before = process_cpu()?;
         let result = load(&target, &token, duration, concurrency)?;
+        let cpu = process_cpu()? - cpu_before;
+        let requests = result.rate * duration.as_secs_f64();
         rates.insert((label.chars().nth(1), single), result.rate);
         println!(
-            "| {label} | {:.0} | {:.2} ms | {:.2} ms |",
-            result.rate, result.p50_ms, result.p99_ms
+            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {:.1} µs |",
+            result.rate,
+            result.p50_ms,
+            result.p99_ms,
+            cpu.as_secs_f64() * 1e6 / requests
         );
     }
     let (a, b, c) = (
@@ -214,6 +220,19 @@ async fn fixed() -> Json<Value> {
         "created_at": "2026-11-24T19:50:46.123456Z", "updated_at": "2026-11-24T19:50:46.123456Z",
         "version": 1
     }))
+}
+
+/// CPU time (user + system) this process has used: the servers' cost, apart from wrk's and
+/// Postgres's (for (b), Postgres's own work is not in it). Steadier than requests/s on a
+/// busy machine.
+fn process_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the `(comm)`; utime and stime are the 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 struct LoadResult {

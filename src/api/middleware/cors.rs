@@ -1,5 +1,5 @@
 //! CORS from `CORS_ORIGIN`: a comma-separated list of origins, or `*`; unset allows no
-//! cross-origin access (preflights are answered without `Access-Control-Allow-Origin`).
+//! cross-origin access (no CORS layer at all: browsers refuse cross-origin calls).
 //!
 //! Tokens travel in the `Authorization` header, never in cookies, so credentials mode is not
 //! enabled (and `*` stays legal).
@@ -12,7 +12,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 /// How long a browser may cache a preflight answer.
 const MAX_AGE: Duration = Duration::from_secs(600);
 
-pub fn layer(origins: &[String]) -> CorsLayer {
+/// The CORS layer, or `None` when no origin is configured: then there is nothing to allow,
+/// and every request is spared the layer (it is cloned per request and showed in read
+/// profiles). Preflights are then refused like any other unknown `OPTIONS` route.
+pub fn layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -28,7 +34,7 @@ pub fn layer(origins: &[String]) -> CorsLayer {
             .collect();
         AllowOrigin::list(list)
     };
-    CorsLayer::new()
+    let layer = CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([
             Method::GET,
@@ -51,5 +57,6 @@ pub fn layer(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("fly-region"),
         ])
-        .max_age(MAX_AGE)
+        .max_age(MAX_AGE);
+    Some(layer)
 }

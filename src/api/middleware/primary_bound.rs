@@ -1,5 +1,7 @@
-//! A bound on requests that may wait on the primary: writes, and reads carrying
-//! `X-Sync-Token` (answered from the primary when the replica lags).
+//! Requests that may use the primary: writes, and reads carrying `X-Sync-Token` (answered
+//! from the primary when the replica lags). In `fly-replay` mode a write outside the primary
+//! region is first handed to the primary region ([`crate::write_mode`]); what stays here is
+//! bounded in time.
 //!
 //! A primary that stops answering without refusing (a network partition drops packets, a
 //! stuck host) would otherwise hold the client for the whole 15 s request timeout and then
@@ -26,13 +28,17 @@ use crate::error::ApiError;
 /// milliseconds.
 pub const PRIMARY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Middleware: answers 503 when a request that may use the primary takes longer than
-/// [`PRIMARY_TIMEOUT`] plus `READ_YOUR_WRITES_TIMEOUT_MS`.
+/// Middleware: replays writes to the primary region (`fly-replay` mode), and answers 503
+/// when a request that may use the primary takes longer than [`PRIMARY_TIMEOUT`] plus
+/// `READ_YOUR_WRITES_TIMEOUT_MS`.
 pub async fn bound_primary_requests(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(replay) = crate::write_mode::replay_to_primary(&state.config, &request) {
+        return replay;
+    }
     let is_write = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS

@@ -132,6 +132,8 @@ pub fn app(state: AppState) -> Router {
         .merge(state.auth.dev_routes())
         .with_state(state.clone())
         .merge(metrics::router(state, metrics))
+        // An unknown path (e.g. an empty id: `/api/orders/`) gets the JSON error body too.
+        .fallback(|| async { crate::error::ApiError::NotFound })
         .layer(write_mode)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(

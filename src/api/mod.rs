@@ -29,6 +29,8 @@ pub mod orders;
 pub mod paging;
 pub mod predictions;
 pub mod products;
+#[cfg(test)]
+mod proptests;
 pub mod reads;
 pub mod ready;
 pub mod reorders;

@@ -6,6 +6,7 @@ mod support;
 
 mod api_admin;
 mod api_consistency;
+mod api_fuzz;
 mod api_idempotency;
 mod api_middleware;
 mod api_openapi;

@@ -18,6 +18,7 @@ mod deploy_rehearsal;
 mod dev_command;
 mod migrate;
 mod serve;
+mod soak;
 mod sync_atomicity;
 mod sync_convergence;
 mod sync_crash;

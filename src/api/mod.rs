@@ -29,6 +29,8 @@ pub mod orders;
 pub mod paging;
 pub mod predictions;
 pub mod products;
+#[cfg(test)]
+mod proptests;
 pub mod reads;
 pub mod ready;
 pub mod reorders;
@@ -160,6 +162,8 @@ pub fn app(state: AppState) -> Router {
         .merge(state.auth.dev_routes())
         .with_state(state.clone())
         .merge(metrics::router(state, metrics))
+        // An unknown path (e.g. an empty id: `/api/orders/`) gets the JSON error body too.
+        .fallback(|| async { crate::error::ApiError::NotFound })
         .layer(primary_bound)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(TimeoutLayer::with_status_code(

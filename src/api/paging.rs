@@ -3,7 +3,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -45,10 +44,10 @@ pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<(String, String)>, A
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (time, id) = text.split_once('|').ok_or_else(invalid)?;
-    let time = DateTime::parse_from_rfc3339(time).map_err(|_| invalid())?;
+    let time = super::validate::timestamp("cursor", time).map_err(|_| invalid())?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
     Ok(Some((
-        auto_order_sync::decode::format_timestamp(time.with_timezone(&Utc)),
+        auto_order_sync::decode::format_timestamp(time),
         id.hyphenated().to_string(),
     )))
 }

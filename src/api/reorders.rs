@@ -97,7 +97,7 @@ async fn list_reorders(
 
 /// `within_days` from the query string: absent means the default; otherwise an integer in
 /// 0..=365, else 422 naming the field.
-fn within_days(query: Option<&str>) -> Result<u32, ApiError> {
+pub(crate) fn within_days(query: Option<&str>) -> Result<u32, ApiError> {
     let raw = query
         .unwrap_or_default()
         .split('&')

@@ -3,6 +3,7 @@
 //! PATCH bodies tell "absent" (leave unchanged) from `null` (clear) with
 //! `Option<Option<T>>` fields deserialized by [`double_option`].
 
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
@@ -26,8 +27,30 @@ pub fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, A
     }
 }
 
-/// Text of `min..=max` characters (not bytes).
+/// Text Postgres can store: no NUL character (a `text` value cannot hold one; the write
+/// would fail with an internal error).
+pub fn storable(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// An RFC 3339 date-time in years 1 to 9999 once in UTC: Postgres would store year 0 as
+/// 1 BC, and neither that nor a five-digit year reads back into the replica's canonical form.
+pub fn timestamp(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .filter(|t| (1..=9999).contains(&t.year()))
+        .ok_or_else(|| {
+            ApiError::invalid(field, "must be an RFC 3339 date-time in years 0001 to 9999")
+        })
+}
+
+/// Text of `min..=max` characters (not bytes), without NUL characters.
 pub fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    storable(field, value)?;
     let n = value.chars().count();
     if n < min || n > max {
         return Err(ApiError::invalid(

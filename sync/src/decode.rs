@@ -88,11 +88,46 @@ fn value_from_json(kind: ColumnKind, raw: &serde_json::Value) -> Result<Value, S
             .as_i64()
             .map(Value::Integer)
             .ok_or_else(|| format!("{n} is not an integer")),
-        (ColumnKind::Timestamptz, J::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Value::Text(format_timestamp(t.with_timezone(&Utc))))
+        (ColumnKind::Timestamptz, J::String(s)) => parse_timestamp(s)
+            .map(|t| Value::Text(format_timestamp(t)))
             .map_err(|e| format!("bad timestamp {s:?}: {e}")),
         (kind, other) => Err(format!("expected {kind:?}, got {other}")),
     }
+}
+
+/// A timestamptz as Postgres prints it in JSON: RFC 3339, except that an offset with seconds
+/// (local mean time, which zones such as Europe/Paris use for dates before about 1900) is
+/// printed `+HH:MM:SS`, which RFC 3339 (and chrono's parsers) have no room for. Row images
+/// from the trigger are in UTC, but rows the API reads from the primary are printed in the
+/// session's time zone.
+fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    let rfc3339 = match DateTime::parse_from_rfc3339(s) {
+        Ok(t) => return Ok(t.with_timezone(&Utc)),
+        Err(e) => e,
+    };
+    let with_seconds = || -> Option<DateTime<Utc>> {
+        let (local, offset) = s.split_at_checked(s.len().checked_sub(9)?)?;
+        let b = offset.as_bytes();
+        let sign = match b[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let two = |i: usize| -> Option<i64> {
+            let (hi, lo) = (b[i], b[i + 1]);
+            (hi.is_ascii_digit() && lo.is_ascii_digit())
+                .then(|| i64::from(hi - b'0') * 10 + i64::from(lo - b'0'))
+        };
+        if b[3] != b':' || b[6] != b':' {
+            return None;
+        }
+        let seconds = sign * (two(1)? * 3600 + two(4)? * 60 + two(7)?);
+        // The local wall-clock time, read as if it were UTC, then moved by the offset.
+        let wall = DateTime::parse_from_rfc3339(&format!("{local}Z")).ok()?;
+        wall.with_timezone(&Utc)
+            .checked_sub_signed(chrono::TimeDelta::seconds(seconds))
+    };
+    with_seconds().ok_or(rfc3339)
 }
 
 /// Decodes one binary `COPY` row (columns in catalog order) into column values.
@@ -164,6 +199,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v, Value::Text("2026-11-24T19:50:46.100000Z".into()));
+    }
+
+    #[test]
+    fn offsets_with_seconds_are_understood() {
+        let v = value_from_json(
+            ColumnKind::Timestamptz,
+            &serde_json::json!("1800-01-01T00:09:21+00:09:21"),
+        )
+        .unwrap();
+        assert_eq!(v, Value::Text("1800-01-01T00:00:00.000000Z".into()));
+        let v = value_from_json(
+            ColumnKind::Timestamptz,
+            &serde_json::json!("0682-03-05T04:30:01.255742+05:53:28"),
+        )
+        .unwrap();
+        assert_eq!(v, Value::Text("0682-03-04T22:36:33.255742Z".into()));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod support;
 
 mod api_admin;
 mod api_consistency;
+mod api_fuzz;
 mod api_idempotency;
 mod api_middleware;
 mod api_openapi;
@@ -18,6 +19,7 @@ mod dev_command;
 mod faults_under_load;
 mod migrate;
 mod serve;
+mod soak;
 mod sync_atomicity;
 mod sync_convergence;
 mod sync_crash;

@@ -201,9 +201,7 @@ fn currency(c: String) -> Result<String, ApiError> {
 
 /// An RFC 3339 time no more than a day ahead.
 fn ordered_at(raw: &str) -> Result<DateTime<Utc>, ApiError> {
-    let t = DateTime::parse_from_rfc3339(raw)
-        .map_err(|_| ApiError::invalid("ordered_at", "must be an RFC 3339 date-time"))?
-        .with_timezone(&Utc);
+    let t = validate::timestamp("ordered_at", raw)?;
     if t > Utc::now() + chrono::Duration::days(1) {
         return Err(ApiError::invalid(
             "ordered_at",
@@ -234,7 +232,5 @@ pub struct ListOrders {
 
 /// A query time in the replica's canonical form, or 422 on `field`.
 pub fn query_time(field: &str, raw: &str) -> Result<String, ApiError> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| auto_order_sync::decode::format_timestamp(t.with_timezone(&Utc)))
-        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 date-time"))
+    validate::timestamp(field, raw).map(auto_order_sync::decode::format_timestamp)
 }

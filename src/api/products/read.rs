@@ -42,6 +42,7 @@ pub async fn list_products(
     let after = paging::decode_cursor(query.cursor.as_deref())?;
     let mut filters = vec![Filter::Eq("owner_id", user.sub.clone())];
     if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+        crate::api::validate::storable("q", q)?;
         filters.push(Filter::Contains("name", q.to_lowercase()));
     }
     let what = format!("list|{limit}|{:?}|{:?}", after, query.q);

@@ -24,8 +24,12 @@ use axum::body::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-/// Entries kept at most (each one page or row of JSON).
-const MAX_ENTRIES: u64 = 10_000;
+/// Bytes of cached responses kept at most (bodies, etags and keys). Invalidated entries are
+/// unreachable but stay until evicted, so the bound is in bytes, not entries: a soak run
+/// showed a count bound letting memory creep up with page-sized entries.
+const MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// Bytes an entry costs beyond its strings (the structs, the `Arc`, moka's own node).
+const ENTRY_OVERHEAD: usize = 160;
 /// A safety net only: invalidation is exact, so this bounds memory held by cold entries.
 const TIME_TO_IDLE: Duration = Duration::from_secs(600);
 
@@ -59,7 +63,8 @@ struct Generations {
     next: u64,
     /// The generation of every pair not in `pairs`.
     base: u64,
-    pairs: HashMap<(String, String), u64>,
+    /// table → owner → generation (nested, so a lookup borrows `&str`s, allocating nothing).
+    pairs: HashMap<String, HashMap<String, u64>>,
 }
 
 impl Default for ReadCache {
@@ -72,7 +77,12 @@ impl ReadCache {
     pub fn new() -> ReadCache {
         ReadCache {
             entries: moka::sync::Cache::builder()
-                .max_capacity(MAX_ENTRIES)
+                .weigher(|key: &CacheKey, read: &Arc<CachedRead>| {
+                    let bytes =
+                        key.owner.len() + key.what.len() + read.body.len() + read.etag.len();
+                    u32::try_from(bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                })
+                .max_capacity(MAX_BYTES)
                 .time_to_idle(TIME_TO_IDLE)
                 .build(),
             generations: Mutex::new(Generations {
@@ -90,7 +100,8 @@ impl ReadCache {
         let generations = self.lock();
         let generation = generations
             .pairs
-            .get(&(table.to_owned(), owner.to_owned()))
+            .get(table)
+            .and_then(|owners| owners.get(owner))
             .copied()
             .unwrap_or(generations.base);
         CacheKey {
@@ -125,7 +136,9 @@ impl ReadCache {
         generations.next += 1;
         generations
             .pairs
-            .insert((table.to_owned(), owner.to_owned()), generation);
+            .entry(table.to_owned())
+            .or_default()
+            .insert(owner.to_owned(), generation);
     }
 
     /// Everything may have changed (a resync, or missed events).

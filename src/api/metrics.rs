@@ -15,8 +15,9 @@
 //! `auto_order_replica_*`, `auto_order_sync_*`, `auto_order_primary_*`, `auto_order_jwks_*`
 //! (see [`Metrics::record_state`]), and the read cache through [`Metrics::record_cache_stats`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,7 +25,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::AppState;
@@ -48,6 +49,17 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     requests: AtomicU64,
+    /// Per route template, the handles of each `(method, status)` seen: recording a request
+    /// is then a lookup, not a registry key built from three freshly allocated labels.
+    by_route: RwLock<HashMap<String, Vec<RequestHandles>>>,
+}
+
+/// The two series one `(method, route, status)` records into.
+struct RequestHandles {
+    method: String,
+    status: u16,
+    count: Counter,
+    duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -68,6 +80,7 @@ impl Metrics {
                 recorder,
                 handle,
                 requests: AtomicU64::new(0),
+                by_route: RwLock::default(),
             }),
         }
     }
@@ -79,14 +92,39 @@ impl Metrics {
 
     /// One finished request.
     pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
-        self.with(|| {
-            let (method, route) = (method.to_owned(), route.to_owned());
-            counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(),
-                "status" => status.to_string())
-            .increment(1);
-            histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-                .record(latency.as_secs_f64());
-        });
+        let record = |h: &RequestHandles| {
+            h.count.increment(1);
+            h.duration.record(latency.as_secs_f64());
+        };
+        let known = {
+            let by_route = self
+                .inner
+                .by_route
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let handles = by_route.get(route).and_then(|all| {
+                all.iter()
+                    .find(|h| h.status == status && h.method == method)
+            });
+            handles.map(record).is_some()
+        };
+        if !known {
+            let handles = self.with(|| RequestHandles {
+                method: method.to_owned(),
+                status,
+                count: counter!("http_requests_total", "method" => method.to_owned(),
+                    "route" => route.to_owned(), "status" => status.to_string()),
+                duration: histogram!("http_request_duration_seconds",
+                    "method" => method.to_owned(), "route" => route.to_owned()),
+            });
+            record(&handles);
+            let mut by_route = self
+                .inner
+                .by_route
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            by_route.entry(route.to_owned()).or_default().push(handles);
+        }
         if self.inner.requests.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
             self.inner.handle.run_upkeep();
         }
@@ -97,9 +135,7 @@ impl Metrics {
         self.with(|| counter!("http_rate_limited_total", "scope" => scope).increment(1));
     }
 
-    /// HOOK for the read cache (lead: wire it in [`scrape`], e.g.
-    /// `metrics.record_cache_stats(state.cache.hits(), state.cache.misses())`).
-    /// Takes the cache's running totals; exported as counters.
+    /// The read cache's running totals (at scrape time), exported as counters.
     pub fn record_cache_stats(&self, hits: u64, misses: u64) {
         self.with(|| {
             counter!("auto_order_cache_hits_total").absolute(hits);

@@ -51,6 +51,12 @@ pub struct Pulled {
     pub next_watermark: u64,
     /// True when everything below the horizon was read.
     pub caught_up: bool,
+    /// Caught up, but committed changes wait at or above the horizon: an older transaction
+    /// is still open. When it ends it may not notify (a rollback, a transaction without
+    /// replicated writes, another database of the cluster: txids and the horizon are
+    /// cluster-wide, NOTIFY is not), so the caller should look again soon rather than wait
+    /// for the fallback poll.
+    pub held_back: bool,
 }
 
 /// The columns of a change as read. Aliased so that `order by c.txid` below sorts by the
@@ -117,12 +123,23 @@ pub async fn pull(
     }
 
     if rows.len() < limit {
+        // No transaction open at the snapshot (xmin = xmax): nothing can be held back.
+        let held_back = view.xmin < view.xmax
+            && tx
+                .query_one(
+                    "select exists (select 1 from sync.changes c
+                                     where c.txid >= $1::bigint::text::xid8)",
+                    &[&(horizon as i64)],
+                )
+                .await?
+                .get::<_, bool>(0);
         tx.commit().await?;
         return Ok(PullOutcome::Pulled(Pulled {
             view,
             changes,
             next_watermark: horizon.max(from.watermark),
             caught_up: true,
+            held_back,
         }));
     }
 
@@ -153,6 +170,7 @@ pub async fn pull(
         changes,
         next_watermark,
         caught_up: false,
+        held_back: false,
     }))
 }
 

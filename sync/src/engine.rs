@@ -47,8 +47,8 @@ pub struct EngineConfig {
     pub fatal_retry: Duration,
     /// A pull that takes longer is abandoned (a black-holed primary).
     pub pull_timeout: Duration,
-    /// First pause before looking again when committed changes wait behind the horizon
-    /// (an older transaction still open); doubled while they still wait, up to
+    /// First pause before looking again when an open transaction holds the horizon (it may
+    /// end without a NOTIFY); doubled while the horizon does not move, up to
     /// `poll_interval`. A NOTIFY still wakes the engine at once.
     pub held_back_retry: Duration,
 }
@@ -87,7 +87,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     client: Option<Client>,
     state: State,
-    /// The last pull was caught up with committed changes waiting behind the horizon:
+    /// The last pull was caught up with an open transaction holding the horizon:
     /// `Some(whether that pull moved the watermark)`.
     held_back: Option<bool>,
     last_backlog_count: Option<Instant>,

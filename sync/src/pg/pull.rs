@@ -51,11 +51,11 @@ pub struct Pulled {
     pub next_watermark: u64,
     /// True when everything below the horizon was read.
     pub caught_up: bool,
-    /// Caught up, but committed changes wait at or above the horizon: an older transaction
-    /// is still open. When it ends it may not notify (a rollback, a transaction without
-    /// replicated writes, another database of the cluster: txids and the horizon are
-    /// cluster-wide, NOTIFY is not), so the caller should look again soon rather than wait
-    /// for the fallback poll.
+    /// Caught up, but an open transaction holds the horizon (the snapshot's xmin is below
+    /// its xmax), so transactions that already committed above it may wait. When it ends it
+    /// may not notify (a rollback, a transaction without replicated writes, one of another
+    /// database of the cluster: txids and the horizon are cluster-wide, NOTIFY is not), so
+    /// the caller should look again soon rather than wait for the fallback poll.
     pub held_back: bool,
 }
 
@@ -123,17 +123,9 @@ pub async fn pull(
     }
 
     if rows.len() < limit {
-        // No transaction open at the snapshot (xmin = xmax): nothing can be held back.
-        let held_back = view.xmin < view.xmax
-            && tx
-                .query_one(
-                    "select exists (select 1 from sync.changes c
-                                     where c.txid >= $1::bigint::text::xid8)",
-                    &[&(horizon as i64)],
-                )
-                .await?
-                .get::<_, bool>(0);
         tx.commit().await?;
+        // xmin < xmax: a transaction older than the newest one was still open.
+        let held_back = view.xmin < view.xmax;
         return Ok(PullOutcome::Pulled(Pulled {
             view,
             changes,

@@ -295,6 +295,7 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
             rate,
             Duration::from_secs(args.seconds),
             Probe {
+                database_url: url,
                 http: &http,
                 base_url: child.base_url(),
                 token: &token,
@@ -311,15 +312,19 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
             steady.lag.p50_p99_max(),
             format!(
                 "{} rows in {} s, achieved **{:.0} writes/s** over {} connections \
-                 (insert under load: {}); {} of them applied before their ack arrived; \
-                 **lag p99 = {:.1}× insert RTT p50**",
+                 (insert under load: {}); the edge applied them in {} batches \
+                 ({:.1} rows each); {} applied before their ack arrived; \
+                 **lag p99 = {:.1}× insert RTT p50**; {}",
                 steady.lag.n,
                 args.seconds,
                 steady.achieved_rate,
                 args.writers,
                 steady.insert.p50_p99(),
+                steady.batches,
+                steady.lag.n as f64 / steady.batches.max(1) as f64,
                 steady.before_ack,
-                ratio
+                ratio,
+                steady.foreign.note()
             ),
         );
         if let Some(api) = steady.api {
@@ -596,7 +601,62 @@ impl Drop for LagEdge {
     }
 }
 
+/// Other databases' transactions holding an xid, sampled during a lag run. Txids and the
+/// horizon `pg_snapshot_xmin` are cluster-wide: such a transaction (a `CREATE DATABASE` of
+/// a test suite, say) holds every edge's horizon, and no NOTIFY of this database says when
+/// it ends.
+struct Foreign {
+    samples: usize,
+    held: usize,
+    longest: Duration,
+}
+
+impl Foreign {
+    fn note(&self) -> String {
+        if self.held == 0 {
+            "no transaction of another database held the horizon".into()
+        } else {
+            format!(
+                "**another database's transaction held the (cluster-wide) horizon in {:.0}% \
+                 of {} samples, the longest for {}**",
+                100.0 * self.held as f64 / self.samples.max(1) as f64,
+                self.samples,
+                ms(self.longest)
+            )
+        }
+    }
+}
+
+/// Samples other databases' xid holders every 10 ms until `stop` is cancelled.
+async fn watch_foreign(client: Client, stop: tokio_util::sync::CancellationToken) -> Foreign {
+    let mut f = Foreign {
+        samples: 0,
+        held: 0,
+        longest: Duration::ZERO,
+    };
+    while !stop.is_cancelled() {
+        let row = client
+            .query_one(
+                "select count(*), coalesce(max(extract(epoch from now() - xact_start)), 0)::float8
+                   from pg_stat_activity
+                  where backend_xid is not null and datname is distinct from current_database()",
+                &[],
+            )
+            .await;
+        if let Ok(row) = row {
+            f.samples += 1;
+            if row.get::<_, i64>(0) > 0 {
+                f.held += 1;
+                f.longest = f.longest.max(Duration::from_secs_f64(row.get(1)));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f
+}
+
 struct Probe<'a> {
+    database_url: &'a str,
     http: &'a reqwest::Client,
     base_url: String,
     token: &'a str,
@@ -605,6 +665,9 @@ struct Probe<'a> {
 
 struct Steady {
     lag: Stats,
+    foreign: Foreign,
+    /// Batches the lag edge applied for these rows (one pull + one SQLite transaction each).
+    batches: u64,
     insert: Stats,
     achieved_rate: f64,
     before_ack: usize,
@@ -619,6 +682,12 @@ async fn steady_writes(
     duration: Duration,
     probe: Probe<'_>,
 ) -> anyhow::Result<Steady> {
+    let stop_watching = tokio_util::sync::CancellationToken::new();
+    let foreign = tokio::spawn(watch_foreign(
+        connect(probe.database_url).await?,
+        stop_watching.clone(),
+    ));
+    let batches_before = edge.sync.status().applied_batches;
     let total = (rate as u64 * duration.as_secs()) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now() + Duration::from_millis(10);
@@ -652,12 +721,20 @@ async fn steady_writes(
     for task in tasks {
         rows.push(task.await??);
     }
+    stop_watching.cancel();
+    let foreign = foreign.await?;
     let last_ack = rows.iter().map(|r| r.2).max().context("no writes")?;
     let max_txid = rows.iter().map(|r| r.0).max().unwrap_or(0);
     ensure!(
         edge.sync.wait_applied(max_txid, Duration::from_secs(60)).await,
         "the lag edge did not apply the steady writes"
     );
+    let batches = edge.sync.status().applied_batches - batches_before;
+    // The watcher records the publication on its own thread, a moment after the watermark.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge.applied_at(max_txid).is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 
     let (mut lag, mut insert, mut api, mut before_ack) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (txid, scheduled, acked, seen) in rows {
@@ -673,6 +750,8 @@ async fn steady_writes(
     }
     Ok(Steady {
         lag: Stats::of(lag),
+        foreign,
+        batches,
         insert: Stats::of(insert),
         achieved_rate: total as f64 / (last_ack - start).as_secs_f64(),
         before_ack,
@@ -751,7 +830,7 @@ async fn edge_shaped_tx(client: &Client, n: usize) -> anyhow::Result<Stats> {
         client.execute(&begin, &[]).await?;
         client.query_one(&txid, &[]).await?;
         client
-            .query_one(&insert, &[&OWNER, &format!("direct tx {i}"), &(i as i64 % 900)])
+            .query_one(&insert, &[&OWNER, &format!("direct tx {i}"), &(i as i32 % 900)])
             .await?;
         client.execute(&commit, &[]).await?;
         times.push(t.elapsed());

@@ -78,9 +78,7 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--rates" => {
                 a.rates = value
@@ -194,7 +192,12 @@ struct Line {
 struct Table(Vec<Line>);
 
 impl Table {
-    fn add(&mut self, measure: impl Into<String>, value: impl Into<String>, note: impl Into<String>) {
+    fn add(
+        &mut self,
+        measure: impl Into<String>,
+        value: impl Into<String>,
+        note: impl Into<String>,
+    ) {
         self.0.push(Line {
             measure: measure.into(),
             value: value.into(),
@@ -226,12 +229,8 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
 
     // The child edge: the real binary, its own data dir, a dev-issuer key minted up front.
     let child_dir = tempfile::tempdir()?;
-    let token = auto_order::auth::mint_dev_token(
-        child_dir.path(),
-        OWNER,
-        &[],
-        Duration::from_secs(3600),
-    )?;
+    let token =
+        auto_order::auth::mint_dev_token(child_dir.path(), OWNER, &[], Duration::from_secs(3600))?;
     eprintln!("starting the child edge…");
     let started = Instant::now();
     let mut child = EdgeProcess::start(exe, url, child_dir.path(), None)?;
@@ -406,13 +405,7 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
         eprintln!("cold start {}/{}…", i + 1, args.restarts);
         let started = Instant::now();
         let mut edge = EdgeProcess::start(exe, url, child_dir.path(), Some(port))?;
-        let times = wait_health(
-            &cold,
-            &edge.base_url(),
-            started,
-            Duration::from_secs(60),
-        )
-        .await?;
+        let times = wait_health(&cold, &edge.base_url(), started, Duration::from_secs(60)).await?;
         to_ready.push(times.ready);
         to_ok.push(times.ok);
         edge.stop()?;
@@ -706,7 +699,10 @@ async fn steady_writes(
         });
         tasks.push(tokio::spawn(async move {
             let row = client
-                .query_one(&insert, &[&OWNER, &format!("steady {i}"), &(i as i32 % 900)])
+                .query_one(
+                    &insert,
+                    &[&OWNER, &format!("steady {i}"), &(i as i32 % 900)],
+                )
                 .await?;
             let acked = Instant::now();
             let (id, txid): (String, i64) = (row.get(0), row.get(1));
@@ -726,7 +722,9 @@ async fn steady_writes(
     let last_ack = rows.iter().map(|r| r.2).max().context("no writes")?;
     let max_txid = rows.iter().map(|r| r.0).max().unwrap_or(0);
     ensure!(
-        edge.sync.wait_applied(max_txid, Duration::from_secs(60)).await,
+        edge.sync
+            .wait_applied(max_txid, Duration::from_secs(60))
+            .await,
         "the lag edge did not apply the steady writes"
     );
     let batches = edge.sync.status().applied_batches - batches_before;
@@ -793,7 +791,8 @@ async fn edge_writes(
 ) -> anyhow::Result<Stats> {
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
-        let body = json!({ "name": format!("edge write {i}"), "unit": "kg", "price_cents": i % 900 });
+        let body =
+            json!({ "name": format!("edge write {i}"), "unit": "kg", "price_cents": i % 900 });
         let t = Instant::now();
         let resp = http
             .post(format!("{base}/api/products"))
@@ -805,7 +804,10 @@ async fn edge_writes(
         let has_token = resp.headers().contains_key("x-sync-token");
         resp.bytes().await?;
         times.push(t.elapsed());
-        ensure!(status.as_u16() == 201, "POST /api/products answered {status}");
+        ensure!(
+            status.as_u16() == 201,
+            "POST /api/products answered {status}"
+        );
         ensure!(has_token, "a write answered without X-Sync-Token");
     }
     Ok(Stats::of(times))
@@ -830,7 +832,10 @@ async fn edge_shaped_tx(client: &Client, n: usize) -> anyhow::Result<Stats> {
         client.execute(&begin, &[]).await?;
         client.query_one(&txid, &[]).await?;
         client
-            .query_one(&insert, &[&OWNER, &format!("direct tx {i}"), &(i as i32 % 900)])
+            .query_one(
+                &insert,
+                &[&OWNER, &format!("direct tx {i}"), &(i as i32 % 900)],
+            )
             .await?;
         client.execute(&commit, &[]).await?;
         times.push(t.elapsed());
@@ -858,7 +863,11 @@ async fn read_burst(
             let mut n = 0u64;
             while started.elapsed() < duration {
                 let resp = http.get(&url).bearer_auth(&token).send().await?;
-                ensure!(resp.status().is_success(), "list answered {}", resp.status());
+                ensure!(
+                    resp.status().is_success(),
+                    "list answered {}",
+                    resp.status()
+                );
                 resp.bytes().await?;
                 n += 1;
             }

@@ -61,6 +61,9 @@ while (($# > 0)); do
                         exit 2
                     }
                     auth_args=("$2")
+                    flags[auth]=" $2"
+                    shift 2
+                    continue
                     ;;
                 edge) edge_args+=("$flag" "$2") ;;
             esac

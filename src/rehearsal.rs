@@ -198,8 +198,9 @@ fn start_edge(
 }
 
 /// Reads an edge's log until its `serving` line and returns the port in it; the rest of the
-/// log is drained in the background so the edge never blocks on a full pipe.
-fn bound_port(stdout: std::process::ChildStdout) -> anyhow::Result<u16> {
+/// log is drained in the background so the edge never blocks on a full pipe. The edge must
+/// log `auto_order::server` at `info` (also used by `edge-bench`).
+pub fn bound_port(stdout: std::process::ChildStdout) -> anyhow::Result<u16> {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(stdout).lines();
     for line in lines.by_ref() {

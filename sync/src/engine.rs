@@ -47,6 +47,10 @@ pub struct EngineConfig {
     pub fatal_retry: Duration,
     /// A pull that takes longer is abandoned (a black-holed primary).
     pub pull_timeout: Duration,
+    /// First pause before looking again when an open transaction holds the horizon (it may
+    /// end without a NOTIFY); doubled while the horizon does not move, up to
+    /// `poll_interval`. A NOTIFY still wakes the engine at once.
+    pub held_back_retry: Duration,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             max_backoff: Duration::from_secs(15),
             fatal_retry: Duration::from_secs(30),
             pull_timeout: Duration::from_secs(30),
+            held_back_retry: Duration::from_millis(2),
         }
     }
 }
@@ -82,6 +87,9 @@ pub struct Engine {
     shared: Arc<Shared>,
     client: Option<Client>,
     state: State,
+    /// The last pull was caught up with an open transaction holding the horizon:
+    /// `Some(whether that pull moved the watermark)`.
+    held_back: Option<bool>,
     last_backlog_count: Option<Instant>,
     /// The next batch, pulled while the previous one was being applied:
     /// `(from watermark, snapshot filter, batch)`.
@@ -120,6 +128,7 @@ impl Engine {
             shared,
             client: None,
             state: State::Connecting,
+            held_back: None,
             last_backlog_count: None,
             prefetched: None,
         };
@@ -144,6 +153,7 @@ impl Engine {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = self.config.min_backoff;
+        let mut held_back_pause = self.config.held_back_retry;
         let mut last_error: Option<String> = None;
         loop {
             let result = tokio::select! {
@@ -158,7 +168,19 @@ impl Engine {
                     if last_error.take().is_some() {
                         tracing::info!("sync recovered");
                     }
-                    self.config.poll_interval
+                    if let Some(progressed) = self.held_back {
+                        // The transaction holding the horizon may end without a NOTIFY:
+                        // look again soon, backing off while the horizon does not move.
+                        if progressed {
+                            held_back_pause = self.config.held_back_retry;
+                        }
+                        let pause = held_back_pause.min(self.config.poll_interval);
+                        held_back_pause = (held_back_pause * 2).min(self.config.poll_interval);
+                        pause
+                    } else {
+                        held_back_pause = self.config.held_back_retry;
+                        self.config.poll_interval
+                    }
                 }
                 Ok(_) => continue,
                 Err(err) => {
@@ -237,6 +259,9 @@ impl Engine {
 
         let (changes, caught_up, horizon) =
             (pulled.changes.len(), pulled.caught_up, pulled.view.xmin);
+        self.held_back = pulled
+            .held_back
+            .then_some(pulled.next_watermark != local.watermark);
         let backlog = self.backlog(local.watermark, caught_up).await;
         if pulled.next_watermark != local.watermark {
             let next_watermark = pulled.next_watermark;
@@ -371,6 +396,7 @@ impl Engine {
         }
         self.client = None;
         self.prefetched = None;
+        self.held_back = None;
         self.state = State::Connecting;
         let message = err.to_string();
         if last_error.as_deref() != Some(message.as_str()) {

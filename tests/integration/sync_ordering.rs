@@ -2,6 +2,8 @@
 //! the value the primary ends with, and a delete must not be undone by a late update.
 
 use auto_order_sync::rusqlite::OptionalExtension;
+use std::time::{Duration, Instant};
+
 use uuid::Uuid;
 
 use crate::support::edge::{assert_same_as_primary, fast_config};
@@ -200,5 +202,50 @@ async fn an_insert_that_waited_for_a_delete_of_its_key_survives_it() {
     // Assert: X exists on the primary, so it must exist in the replica.
     edge.catch_up(&db).await;
     assert_eq!(replica_name(&edge, x).as_deref(), Some("reborn"));
+    assert_same_as_primary(&db, &edge).await;
+}
+
+/// A change committed behind an open transaction (it holds the horizon) that then rolls
+/// back: a rollback sends no NOTIFY, so the engine must look again by itself, soon, not at
+/// the next fallback poll (here 30 s). The same holds for a transaction in another database
+/// of the cluster, or one without replicated writes.
+#[tokio::test]
+async fn a_change_held_back_by_a_rolled_back_transaction_is_applied_without_the_fallback_poll() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = auto_order_sync::EngineConfig {
+        poll_interval: Duration::from_secs(30),
+        ..fast_config()
+    };
+    let edge = TestEdge::start(&db.url, dir.path(), config).await;
+    edge.catch_up(&db).await;
+
+    let mut a = db.connect().await;
+    let ta = a.transaction().await.unwrap();
+    ta.query_one("select pg_current_xact_id()", &[])
+        .await
+        .unwrap();
+    let r = Uuid::new_v4();
+    db.client
+        .execute(
+            "insert into products (id, owner_id, name) values ($1, 'u', 'behind A')",
+            &[&r],
+        )
+        .await
+        .unwrap();
+    // Its NOTIFY wakes the engine, whose pulls stop below A.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replica_name(&edge, r), None, "A holds the horizon");
+
+    ta.rollback().await.unwrap();
+    let started = Instant::now();
+    while replica_name(&edge, r).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the held-back change waited for the fallback poll: {:?}",
+            edge.handle.status()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_same_as_primary(&db, &edge).await;
 }

@@ -51,6 +51,12 @@ pub struct Pulled {
     pub next_watermark: u64,
     /// True when everything below the horizon was read.
     pub caught_up: bool,
+    /// Caught up, but an open transaction holds the horizon (the snapshot's xmin is below
+    /// its xmax), so transactions that already committed above it may wait. When it ends it
+    /// may not notify (a rollback, a transaction without replicated writes, one of another
+    /// database of the cluster: txids and the horizon are cluster-wide, NOTIFY is not), so
+    /// the caller should look again soon rather than wait for the fallback poll.
+    pub held_back: bool,
 }
 
 /// The columns of a change as read. Aliased so that `order by c.txid` below sorts by the
@@ -118,11 +124,14 @@ pub async fn pull(
 
     if rows.len() < limit {
         tx.commit().await?;
+        // xmin < xmax: a transaction older than the newest one was still open.
+        let held_back = view.xmin < view.xmax;
         return Ok(PullOutcome::Pulled(Pulled {
             view,
             changes,
             next_watermark: horizon.max(from.watermark),
             caught_up: true,
+            held_back,
         }));
     }
 
@@ -153,6 +162,7 @@ pub async fn pull(
         changes,
         next_watermark,
         caught_up: false,
+        held_back: false,
     }))
 }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use auto_order_sync::handle::ChangeEvent;
 use axum::body::Bytes;
+use axum::http::HeaderValue;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +46,8 @@ pub struct CacheKey {
 #[derive(Debug)]
 pub struct CachedRead {
     pub body: Bytes,
-    pub etag: String,
+    /// The weak entity tag, ready to send.
+    pub etag: HeaderValue,
     /// The replica's watermark before the read: it reflects every txid below this.
     pub watermark: u64,
 }
@@ -203,7 +205,7 @@ mod tests {
     fn entry() -> Arc<CachedRead> {
         Arc::new(CachedRead {
             body: Bytes::from_static(b"{}"),
-            etag: "W/\"x\"".into(),
+            etag: HeaderValue::from_static("W/\"x\""),
             watermark: 10,
         })
     }

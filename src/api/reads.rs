@@ -63,8 +63,9 @@ where
 fn render<V: Serialize>(view: &V, watermark: u64) -> Result<CachedRead, ApiError> {
     let body = serde_json::to_vec(view)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("serialising a view: {e}")))?;
+    let etag = HeaderValue::from_str(&etag(&body)).expect("an etag is ASCII");
     Ok(CachedRead {
-        etag: etag(&body),
+        etag,
         body: Bytes::from(body),
         watermark,
     })
@@ -82,8 +83,8 @@ pub fn etag(body: &[u8]) -> String {
 }
 
 fn respond(read: &CachedRead, if_none_match: &IfNoneMatch) -> Response {
-    let etag = HeaderValue::from_str(&read.etag).expect("an etag is ASCII");
-    let mut response = if if_none_match.matches(&read.etag) {
+    let etag = read.etag.clone();
+    let mut response = if if_none_match.matches(etag.to_str().unwrap_or_default()) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r

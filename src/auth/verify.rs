@@ -107,8 +107,8 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::InvalidToken("token too large"));
         }
-        let kid = check_header(token)?;
-
+        // A cached token is the same bytes as one that passed every check below, header
+        // included, so a hit skips even the header decode.
         let cache_key = self.cache.as_ref().map(|_| sha256(token));
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key)
             && let Some(hit) = cache.get(key)
@@ -119,6 +119,7 @@ impl Verifier {
             cache.invalidate(key);
         }
 
+        let kid = check_header(token)?;
         let epoch = jwks.epoch();
         let mut keys = jwks.snapshot();
         if !keys.keys.contains_key(&kid) {

@@ -183,6 +183,16 @@ async fn a_large_response_is_gzipped_when_the_client_accepts_it() {
         compressed.len(),
         plain.len()
     );
+    // A small body (one health document) is not worth compressing.
+    let small = app
+        .http
+        .get(app.url("/api/health"))
+        .header(ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(!small.headers().contains_key(CONTENT_ENCODING));
+    assert!(small.bytes().await.unwrap().len() < 1024);
     app.stop().await;
 }
 

@@ -53,8 +53,8 @@ pub async fn copy_snapshot(
     let mut total = 0u64;
     for table in TABLES.iter().copied() {
         let columns: Vec<&str> = table.column_names().collect();
-        // Key order: the replica's tables are clustered on `id`, so rows are appended (bulk)
-        // or compared range by range (merge) in table order.
+        // Key order: a resync over an existing replica compares it range by range (merge),
+        // and the id index of an empty one is built from sorted keys (bulk).
         let sql = format!(
             "copy (select {} from {} order by id) to stdout (format binary)",
             columns.join(", "),

@@ -5,12 +5,12 @@
 //! its `End` item (the primary went away mid-copy), the transaction rolls back and the old
 //! replica stays as it was.
 //!
-//! The snapshot arrives in key (`id`) order, the order of the replica's `WITHOUT ROWID`
-//! tables, and is loaded one of two ways:
+//! The snapshot arrives in key (`id`) order and is loaded one of two ways:
 //!
-//! - **Bulk**, into an empty replica (first start, new volume): secondary indexes are dropped,
-//!   rows are appended in key order, and the indexes are rebuilt by sorting at the end, which
-//!   is several times faster than a million random B-tree inserts.
+//! - **Bulk**, into an empty replica (first start, new volume): the indexes are dropped, rows
+//!   are appended, and the indexes are rebuilt by sorting at the end, which is several times
+//!   faster than a million random B-tree inserts (and the id index sorts already sorted
+//!   keys).
 //! - **Merge**, over an existing replica (a forced resync, a pruned cursor, a replaced
 //!   primary): each chunk of the snapshot is compared with the replica's rows of the same
 //!   key range, and only the differences are written. A replica that was nearly current
@@ -97,7 +97,7 @@ pub fn load_snapshot(
 
 enum Loader {
     Bulk {
-        /// `create index` statements of the dropped secondary indexes.
+        /// `create index` statements of the dropped indexes.
         indexes: Vec<String>,
         stats: LoadStats,
     },
@@ -110,7 +110,7 @@ enum Loader {
 
 impl Loader {
     fn bulk(tx: &Transaction<'_>) -> Result<Loader, SyncError> {
-        let indexes = secondary_indexes(tx)?;
+        let indexes = replicated_indexes(tx)?;
         for (name, _) in &indexes {
             tx.execute(&format!("drop index {name}"), [])?;
         }
@@ -358,9 +358,8 @@ fn replica_is_empty(tx: &Transaction<'_>) -> rusqlite::Result<bool> {
     Ok(true)
 }
 
-/// `(name, create statement)` of every secondary index on the replicated tables (the
-/// primary keys are the tables themselves).
-fn secondary_indexes(tx: &Transaction<'_>) -> rusqlite::Result<Vec<(String, String)>> {
+/// `(name, create statement)` of every index on the replicated tables.
+fn replicated_indexes(tx: &Transaction<'_>) -> rusqlite::Result<Vec<(String, String)>> {
     let names: Vec<String> = TABLES.iter().map(|t| format!("'{}'", t.name)).collect();
     let mut stmt = tx.prepare(&format!(
         "select name, sql from sqlite_master

@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 
 use crate::error::SyncError;
 use crate::handle::{ChangeEvent, Phase, ResyncInfo, ResyncReason, Shared, SyncHandle};
-use crate::pg::pull::{self, PullFrom, PullOutcome};
+use crate::pg::pull::{self, PullFrom, PullOutcome, PullStatements};
 use crate::pg::schema::check_primary_schema;
 use crate::pg::snapshot::copy_snapshot;
 use crate::pg::{PgConnector, PrimaryView};
@@ -86,6 +86,8 @@ pub struct Engine {
     config: EngineConfig,
     shared: Arc<Shared>,
     client: Option<Client>,
+    /// The pull's prepared statements, on `client`.
+    statements: Option<PullStatements>,
     state: State,
     /// The last pull was caught up with an open transaction holding the horizon:
     /// `Some(whether that pull moved the watermark)`.
@@ -127,6 +129,7 @@ impl Engine {
             config,
             shared,
             client: None,
+            statements: None,
             state: State::Connecting,
             held_back: None,
             last_backlog_count: None,
@@ -220,6 +223,7 @@ impl Engine {
             .connect(Some(self.shared.wake.clone()))
             .await?;
         check_primary_schema(&client).await?;
+        self.statements = Some(PullStatements::prepare(&client).await?);
         self.client = Some(client);
         self.state = match self.shared.replica.state().await? {
             None => State::Resync(ResyncReason::EmptyReplica),
@@ -236,6 +240,7 @@ impl Engine {
             return Ok(Step::Connected);
         };
         let client = self.client.as_mut().expect("streaming implies connected");
+        let statements = self.statements.as_ref().expect("prepared when connected");
         // A prefetched batch is valid only for exactly the state it was pulled against (a
         // resync in between, even to the same watermark, changes the snapshot filter).
         let prefetched = self
@@ -244,7 +249,9 @@ impl Engine {
             .filter(|(from, snapshot, _)| *from == local.watermark && *snapshot == local.snapshot);
         let pulled = match prefetched {
             Some((_, _, pulled)) => pulled,
-            None => match pull_batch(client, &local, local.watermark, &self.config).await? {
+            None => match pull_batch(client, statements, &local, local.watermark, &self.config)
+                .await?
+            {
                 PullOutcome::NeedsResync(reason) => {
                     tracing::warn!(
                         ?reason,
@@ -280,9 +287,10 @@ impl Engine {
                 // used only if the replica's watermark is where it expects; any error in it is
                 // dropped here and the pull simply happens again in the next step.
                 let client = self.client.as_mut().expect("streaming implies connected");
+                let statements = self.statements.as_ref().expect("prepared when connected");
                 let (applied, next) = tokio::join!(
                     apply,
-                    pull_batch(client, &local, next_watermark, &self.config)
+                    pull_batch(client, statements, &local, next_watermark, &self.config)
                 );
                 if let Ok(PullOutcome::Pulled(next)) = next {
                     self.prefetched = Some((next_watermark, local.snapshot.clone(), next));
@@ -395,6 +403,7 @@ impl Engine {
             self.shared.resync_requested.store(true, Ordering::SeqCst);
         }
         self.client = None;
+        self.statements = None;
         self.prefetched = None;
         self.held_back = None;
         self.state = State::Connecting;
@@ -420,6 +429,7 @@ impl Engine {
 /// Pulls one batch from `watermark`, checking first that the log can still serve `local`.
 async fn pull_batch(
     client: &mut Client,
+    statements: &PullStatements,
     local: &ReplicaState,
     watermark: u64,
     config: &EngineConfig,
@@ -431,7 +441,7 @@ async fn pull_batch(
     };
     tokio::time::timeout(
         config.pull_timeout,
-        pull::pull(client, from, |view| needs_resync(local, view)),
+        pull::pull(client, statements, from, |view| needs_resync(local, view)),
     )
     .await
     .map_err(|_| SyncError::Transient("pull timed out".into()))?

@@ -31,22 +31,24 @@ pub struct PrimaryView {
     pub xmax: u64,
 }
 
+/// The query behind [`read_view`] (prepared once per connection by the pull).
+pub(crate) const VIEW_SQL: &str = "select sync.system_identifier(),
+        (select epoch::text from sync.identity),
+        (select pruned_below::text::bigint from sync.prune_point),
+        pg_snapshot_xmin(s)::text::bigint,
+        pg_snapshot_xmax(s)::text::bigint,
+        s::text
+   from pg_current_snapshot() s";
+
 /// Reads the [`PrimaryView`] inside the caller's (repeatable read) transaction.
 pub(crate) async fn read_view(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<(PrimaryView, String), tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "select sync.system_identifier(),
-                    (select epoch::text from sync.identity),
-                    (select pruned_below::text::bigint from sync.prune_point),
-                    pg_snapshot_xmin(s)::text::bigint,
-                    pg_snapshot_xmax(s)::text::bigint,
-                    s::text
-               from pg_current_snapshot() s",
-            &[],
-        )
-        .await?;
+    Ok(view_from_row(&client.query_one(VIEW_SQL, &[]).await?))
+}
+
+/// A [`VIEW_SQL`] row: the view and the snapshot as text.
+pub(crate) fn view_from_row(row: &tokio_postgres::Row) -> (PrimaryView, String) {
     let view = PrimaryView {
         system_id: row.get(0),
         epoch: row.get(1),
@@ -54,5 +56,5 @@ pub(crate) async fn read_view(
         xmin: row.get::<_, i64>(3) as u64,
         xmax: row.get::<_, i64>(4) as u64,
     };
-    Ok((view, row.get(5)))
+    (view, row.get(5))
 }

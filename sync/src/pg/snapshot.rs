@@ -47,6 +47,10 @@ pub async fn copy_snapshot(
         .read_only(true)
         .start()
         .await?;
+    // The connection's pulls turn sorts off (see `PullStatements::prepare`); the key-ordered
+    // copy below wants the planner's free choice (a sort beats an index walk of the heap).
+    tx.batch_execute("set local enable_sort = on; set local enable_bitmapscan = on")
+        .await?;
     let (view, snapshot) = read_view(&tx).await?;
     send(&sink, SnapshotItem::Begin(SnapshotMeta { view, snapshot })).await?;
 

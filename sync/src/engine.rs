@@ -249,19 +249,19 @@ impl Engine {
             .filter(|(from, snapshot, _)| *from == local.watermark && *snapshot == local.snapshot);
         let pulled = match prefetched {
             Some((_, _, pulled)) => pulled,
-            None => match pull_batch(client, statements, &local, local.watermark, &self.config)
-                .await?
-            {
-                PullOutcome::NeedsResync(reason) => {
-                    tracing::warn!(
-                        ?reason,
-                        "the change log cannot bring this replica up to date"
-                    );
-                    self.state = State::Resync(reason);
-                    return Ok(Step::Connected);
+            None => {
+                match pull_batch(client, statements, &local, local.watermark, &self.config).await? {
+                    PullOutcome::NeedsResync(reason) => {
+                        tracing::warn!(
+                            ?reason,
+                            "the change log cannot bring this replica up to date"
+                        );
+                        self.state = State::Resync(reason);
+                        return Ok(Step::Connected);
+                    }
+                    PullOutcome::Pulled(p) => p,
                 }
-                PullOutcome::Pulled(p) => p,
-            },
+            }
         };
 
         let (changes, caught_up, horizon) =

@@ -23,6 +23,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("not found")]
     NotFound,
+    /// The path exists, the method does not (405; axum adds `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("request body too large")]
@@ -49,7 +52,7 @@ pub struct ErrorBody<'a> {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail<'a> {
-    /// Machine-readable: `invalid_field`, `bad_request`, `not_found`, `conflict`,
+    /// Machine-readable: `invalid_field`, `bad_request`, `not_found`, `method_not_allowed`, `conflict`,
     /// `payload_too_large`, `rate_limited`, `unavailable`, `invalid_token`, `insufficient_scope`, `internal`.
     pub code: &'a str,
     /// A short human-readable reason.
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid_field",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::TooManyRequests { .. } => "rate_limited",

@@ -167,7 +167,9 @@ pub fn app(state: AppState) -> Router {
         .merge(state.auth.dev_routes())
         .with_state(state.clone())
         .merge(metrics::router(state, metrics))
-        // An unknown path (e.g. an empty id: `/api/orders/`) gets the JSON error body too.
+        // An unknown path (e.g. an empty id: `/api/orders/`) or method gets the JSON error
+        // body too.
+        .method_not_allowed_fallback(|| async { crate::error::ApiError::MethodNotAllowed })
         .fallback(|| async { crate::error::ApiError::NotFound })
         .layer(primary_bound)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

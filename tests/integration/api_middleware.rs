@@ -13,7 +13,9 @@ use reqwest::header::{
 };
 use serde_json::Value;
 
-use crate::support::{TestApp, TestDb};
+use reqwest::Method;
+
+use crate::support::{Api, TestApp, TestDb, count, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ip_limit_answers_429_with_retry_after_and_health_is_exempt() {
@@ -330,4 +332,20 @@ async fn data_routes_answer_503_with_retry_after_before_the_first_sync() {
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_a_route_does_not_have_gets_405_with_the_json_error_and_allow() {
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let alice = Api::new(&app, "alice");
+
+    let put = send(alice.request(Method::PUT, "/api/products")).await;
+
+    assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED, "{put:?}");
+    assert_eq!(put.error().0, "method_not_allowed");
+    let allow = put.header("allow").expect("an Allow header");
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert_eq!(count(&db, "products").await, 0);
+    app.stop().await;
 }

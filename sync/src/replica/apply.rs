@@ -235,21 +235,7 @@ fn statements(table: &'static Table) -> &'static Statements {
 
 /// `insert … values … on conflict (id) do update … where the change is newer`.
 fn upsert_sql(table: &Table) -> String {
-    let names: Vec<&str> = table.column_names().collect();
-    let placeholders: Vec<String> = (1..=names.len() + 1).map(|i| format!("?{i}")).collect();
-    let updates: Vec<String> = names
-        .iter()
-        .skip(1)
-        .chain(&["sync_version"])
-        .map(|n| format!("{n} = excluded.{n}"))
-        .collect();
-    format!(
-        "insert into {t} ({cols}, sync_version) values ({vals})
-         on conflict (id) do update set {updates}
-         where excluded.sync_version > {t}.sync_version",
-        t = table.name,
-        cols = names.join(", "),
-        vals = placeholders.join(", "),
-        updates = updates.join(", "),
-    )
+    let version = format!("?{}", table.columns.len() + 1);
+    let newer = format!("where excluded.sync_version > {}.sync_version", table.name);
+    super::upsert_sql(table, &version, &newer)
 }

@@ -296,24 +296,10 @@ fn insert_sql(table: &Table) -> String {
     )
 }
 
-/// `insert … values (…, 0) on conflict (id) do update set <every column>`: a snapshot row as
-/// it is, with `sync_version` 0 (any change the snapshot does not contain is newer).
+/// A snapshot row as it is, with `sync_version` 0 (any change the snapshot does not contain
+/// is newer), over whatever the replica held.
 fn write_sql(table: &Table) -> String {
-    let names: Vec<&str> = table.column_names().collect();
-    let marks = vec!["?"; names.len()].join(", ");
-    let updates: Vec<String> = names
-        .iter()
-        .skip(1)
-        .chain(&["sync_version"])
-        .map(|n| format!("{n} = excluded.{n}"))
-        .collect();
-    format!(
-        "insert into {t} ({cols}, sync_version) values ({marks}, 0)
-         on conflict (id) do update set {updates}",
-        t = table.name,
-        cols = names.join(", "),
-        updates = updates.join(", "),
-    )
+    super::upsert_sql(table, "0", "")
 }
 
 fn key<'r>(table: &Table, row: &'r [Value]) -> Result<&'r str, SyncError> {

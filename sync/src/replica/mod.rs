@@ -147,3 +147,25 @@ fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
         |r| r.get(0),
     )
 }
+
+/// `insert into <table> (<columns>, sync_version) values (?1…?n, <version>) on conflict (id)
+/// do update set <every column but id> <condition>`: how a row image is written over the
+/// replica's row, by the applier (only if newer) and by a resync (unconditionally).
+pub(crate) fn upsert_sql(table: &crate::catalog::Table, version: &str, condition: &str) -> String {
+    let names: Vec<&str> = table.column_names().collect();
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let updates: Vec<String> = names
+        .iter()
+        .skip(1)
+        .chain(&["sync_version"])
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    format!(
+        "insert into {t} ({cols}, sync_version) values ({vals}, {version})
+         on conflict (id) do update set {updates} {condition}",
+        t = table.name,
+        cols = names.join(", "),
+        vals = placeholders.join(", "),
+        updates = updates.join(", "),
+    )
+}

@@ -19,6 +19,7 @@ WORKDIR /src
 # 1) Dependency layer: manifests + empty targets, so `cargo build` compiles only the
 #    dependencies. This layer is reused until Cargo.toml/Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 COPY sync/Cargo.toml sync/Cargo.toml
 RUN mkdir -p src sync/src tests/integration \
  && echo 'fn main() {}' > src/main.rs \

@@ -19,6 +19,13 @@
 //!
 //! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
 
+/// mimalloc instead of the system allocator, for every binary of this crate: a request, a
+/// pulled change and a snapshot row each allocate and free many small strings, often on
+/// another thread than the one that allocated them (a snapshot chunk is decoded on a tokio
+/// worker and dropped by the loader), which glibc's allocator serves with locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod auth;
 pub mod cache;

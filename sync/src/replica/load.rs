@@ -10,7 +10,8 @@
 //! - **Bulk**, into an empty replica (first start, new volume): the indexes are dropped, rows
 //!   are appended, and the indexes are rebuilt by sorting at the end, which is several times
 //!   faster than a million random B-tree inserts (and the id index sorts already sorted
-//!   keys).
+//!   keys: measured, an unordered copy reaches the loader 0.25 s sooner per million rows but
+//!   makes the rebuild 1.8 s slower).
 //! - **Merge**, over an existing replica (a forced resync, a pruned cursor, a replaced
 //!   primary): each chunk of the snapshot is compared with the replica's rows of the same
 //!   key range, and only the differences are written. A replica that was nearly current
@@ -78,7 +79,13 @@ pub fn load_snapshot(
     let finished = started.elapsed();
     let state = state_after(&meta);
     write_state(&tx, &state)?;
-    tx.commit()?;
+    // Without SQLite's automatic checkpoint, which would copy the whole load from the WAL
+    // into the database file inside this commit: the caller has the checkpoint thread do it
+    // (see `super::checkpoint`).
+    tx.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let committed = tx.commit();
+    conn.pragma_update(None, "wal_autocheckpoint", super::AUTOCHECKPOINT_PAGES)?;
+    committed?;
     // Where a resync's time goes, for operators sizing replicas (and for tuning this).
     tracing::info!(
         mode,

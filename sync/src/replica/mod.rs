@@ -7,8 +7,10 @@
 //! - [`state`]: the persisted cursor and the primary identity it belongs to.
 //! - [`apply`]: applying pulled changes (version checks, tombstones, cursor).
 //! - [`load`]: replacing the whole replica with a snapshot, in one transaction.
+//! - [`checkpoint`]: copying the WAL back into the database file, off the writer's path.
 
 pub mod apply;
+mod checkpoint;
 pub mod load;
 pub mod state;
 
@@ -31,6 +33,10 @@ const SCHEMA_VERSION: i64 = 2;
 /// Every table the schema creates, for dropping a replica of another layout.
 const SCHEMA_TABLES: &[&str] = &["products", "orders", "sync_tombstones", "sync_state"];
 
+/// The writer's automatic checkpoint threshold in WAL pages (SQLite's default), restored
+/// after a resync's commit turned it off.
+const AUTOCHECKPOINT_PAGES: i64 = 1000;
+
 /// How long a connection waits on the file lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,6 +48,7 @@ pub struct Replica {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: ReaderPool,
+    checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 impl Replica {
@@ -62,7 +69,8 @@ impl Replica {
              pragma temp_store = memory;
              pragma cache_size = -65536;
              pragma mmap_size = 268435456;
-             pragma threads = 2;",
+             pragma threads = 2;
+             pragma journal_size_limit = 67108864;",
         )?;
         let layout: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if layout != SCHEMA_VERSION {
@@ -82,15 +90,17 @@ impl Replica {
             tx.commit()?;
         }
         writer.execute_batch(SCHEMA)?;
+        let checkpointer = Arc::new(checkpoint::Checkpointer::start(path)?);
 
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
                 c.busy_timeout(BUSY_TIMEOUT)?;
                 c.execute_batch(
-                    "pragma query_only = on; pragma cache_size = -16384;
+                    "pragma query_only = on;
+                     pragma cache_size = -16384;
                      pragma mmap_size = 268435456;
-             pragma threads = 2;",
+                     pragma threads = 2;",
                 )
             });
         let readers = r2d2::Pool::builder()
@@ -102,6 +112,7 @@ impl Replica {
             path: path.to_owned(),
             writer: Arc::new(Mutex::new(writer)),
             readers,
+            checkpointer,
         })
     }
 
@@ -132,6 +143,12 @@ impl Replica {
         })
         .await
         .map_err(|e| SyncError::Transient(format!("replica writer task failed: {e}")))?
+    }
+
+    /// Has the WAL copied back into the database file soon, on the checkpoint thread (after
+    /// a write that skipped the automatic checkpoint: see [`checkpoint`]).
+    pub(crate) fn checkpoint_soon(&self) {
+        self.checkpointer.nudge();
     }
 
     /// The persisted sync state, `None` before the first snapshot.

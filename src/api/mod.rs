@@ -45,6 +45,7 @@ use std::time::Duration;
 use auto_order_sync::SyncHandle;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
+use tower::ServiceBuilder;
 use tower::util::option_layer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
@@ -141,9 +142,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 ///    `Retry-After`).
 ///
 /// `Router::layer` wraps each route, so the matched route template is known to all of them.
-/// Every request clones its route's whole stack, and each `from_fn` layer clones what is
-/// beneath it again: layers that are costly to clone (CORS) sit outermost, and the
-/// primary-side checks share one middleware.
+/// Every request clones its route's whole stack: the layers go in as one `ServiceBuilder`
+/// (one box per route rather than one per layer), and ours are plain tower layers, not
+/// `from_fn` (see [`middleware`]).
 /// Each call builds its own metrics recorder and limiter state (tests run several apps).
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
@@ -158,10 +159,7 @@ pub fn app(state: AppState) -> Router {
         metrics.clone(),
     );
     let (routes, doc) = routes_and_doc(&config.api_version);
-    let primary_bound = axum::middleware::from_fn_with_state(
-        state.clone(),
-        middleware::primary_bound::bound_primary_requests,
-    );
+    let primary_bound = middleware::primary_bound::PrimaryBoundLayer::new(state.clone());
     routes
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .merge(state.auth.dev_routes())
@@ -171,25 +169,23 @@ pub fn app(state: AppState) -> Router {
         // body too.
         .method_not_allowed_fallback(|| async { crate::error::ApiError::MethodNotAllowed })
         .fallback(|| async { crate::error::ApiError::NotFound })
-        .layer(primary_bound)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            limits,
-            middleware::rate_limit::rate_limit,
-        ))
+        // One layer of all of them: `Router::layer` boxes each layer it is given around
+        // every route, and a request then clones (allocates) every box.
         .layer(
-            CompressionLayer::new()
-                .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE_BYTES))),
+            ServiceBuilder::new()
+                .layer(option_layer(middleware::cors::layer(&config.cors_origins)))
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::observe::ObserveLayer(observe))
+                .layer(CompressionLayer::new().compress_when(
+                    DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE_BYTES)),
+                ))
+                .layer(middleware::rate_limit::RateLimitLayer(limits))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    REQUEST_TIMEOUT,
+                ))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+                .layer(primary_bound),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            observe,
-            middleware::observe::observe,
-        ))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(option_layer(middleware::cors::layer(&config.cors_origins)))
 }

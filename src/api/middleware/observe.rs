@@ -5,20 +5,23 @@
 //! secrets), bodies. The route is the matched template (`/api/predictions/{productId}`),
 //! not the raw path.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::BoxedResponse;
 use crate::api::metrics::Metrics;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// What the middleware needs: the metrics to record into and this instance's region.
+/// What the layer needs: the metrics to record into and this instance's region.
 pub struct Observe {
     pub metrics: Metrics,
     /// `FLY_REGION`, sent back as `fly-region` and logged.
@@ -39,47 +42,90 @@ impl Observe {
     }
 }
 
-pub async fn observe(State(o): State<Arc<Observe>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %method,
-        route = %route,
-    );
+/// The layer: one span, log line and metrics record per request.
+#[derive(Clone)]
+pub struct ObserveLayer(pub Arc<Observe>);
 
-    let mut response = next.run(req).instrument(span).await;
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observed<S>;
 
-    let latency = started.elapsed();
-    let status = response.status().as_u16();
-    o.metrics
-        .record_request(method.as_str(), &route, status, latency);
-    if let Some(region) = &o.region_header {
-        response.headers_mut().insert("fly-region", region.clone());
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed {
+            observe: self.0.clone(),
+            inner,
+        }
     }
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    let region = o.region.as_deref().unwrap_or("");
-    if status >= 500 {
-        tracing::error!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request failed");
-    } else if is_probe(&route) {
-        // Health checks and scrapes arrive every few seconds: keep them out of info logs.
-        tracing::debug!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
-    } else {
-        tracing::info!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
+}
+
+/// The service beneath, observed.
+#[derive(Clone)]
+pub struct Observed<S> {
+    observe: Arc<Observe>,
+    inner: S,
+}
+
+/// Generic over the response body: the layer sits above gzip, which changes it.
+impl<S, B> Service<Request> for Observed<S>
+where
+    S: Service<Request, Response = Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = BoxedResponse<B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    response
+
+    fn call(&mut self, req: Request) -> BoxedResponse<B> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let request_id = req.headers().get(REQUEST_ID_HEADER).cloned();
+        let route_str = route.as_ref().map_or("unmatched", |m| m.as_str());
+        let request_id_str = request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id_str,
+            method = %method,
+            route = %route_str,
+        );
+        // The inner layers' synchronous work belongs to the request's span as well.
+        let response = span.in_scope(|| self.inner.call(req)).instrument(span);
+        let o = self.observe.clone();
+        Box::pin(async move {
+            let Ok(mut response) = response.await;
+            let latency = started.elapsed();
+            let status = response.status().as_u16();
+            let route = route.as_ref().map_or("unmatched", |m| m.as_str());
+            let request_id = request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            o.metrics
+                .record_request(method.as_str(), route, status, latency);
+            if let Some(region) = &o.region_header {
+                response.headers_mut().insert("fly-region", region.clone());
+            }
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            let region = o.region.as_deref().unwrap_or("");
+            if status >= 500 {
+                tracing::error!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request failed");
+            } else if is_probe(route) {
+                // Health checks and scrapes arrive every few seconds: keep them out of info
+                // logs.
+                tracing::debug!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
+            } else {
+                tracing::info!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// Health probes and metric scrapes.

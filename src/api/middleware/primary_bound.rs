@@ -12,13 +12,17 @@
 //! already sent applies whole or not at all. Either way the client sees 503 and may retry
 //! (with its `Idempotency-Key`, a create is never applied twice).
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
+use tower::{Layer, Service};
 
+use super::{BoxedResponse, answered};
 use crate::api::AppState;
 use crate::consistency::SYNC_TOKEN_HEADER;
 use crate::error::ApiError;
@@ -28,33 +32,75 @@ use crate::error::ApiError;
 /// milliseconds.
 pub const PRIMARY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Middleware: replays writes to the primary region (`fly-replay` mode), and answers 503
-/// when a request that may use the primary takes longer than [`PRIMARY_TIMEOUT`] plus
+/// Replays writes to the primary region (`fly-replay` mode), and answers 503 when a request
+/// that may use the primary takes longer than [`PRIMARY_TIMEOUT`] plus
 /// `READ_YOUR_WRITES_TIMEOUT_MS`.
-pub async fn bound_primary_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(replay) = crate::write_mode::replay_to_primary(&state.config, &request) {
-        return replay;
+#[derive(Clone)]
+pub struct PrimaryBoundLayer {
+    state: AppState,
+}
+
+impl PrimaryBoundLayer {
+    pub fn new(state: AppState) -> PrimaryBoundLayer {
+        PrimaryBoundLayer { state }
     }
-    let is_write = !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    if !is_write && !request.headers().contains_key(SYNC_TOKEN_HEADER) {
-        return next.run(request).await;
-    }
-    let bound = PRIMARY_TIMEOUT + state.config.read_your_writes_timeout;
-    match tokio::time::timeout(bound, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                bound_ms = bound.as_millis() as u64,
-                "the primary did not answer in time"
-            );
-            ApiError::primary_unavailable().into_response()
+}
+
+impl<S> Layer<S> for PrimaryBoundLayer {
+    type Service = PrimaryBound<S>;
+
+    fn layer(&self, inner: S) -> PrimaryBound<S> {
+        PrimaryBound {
+            state: self.state.clone(),
+            inner,
         }
+    }
+}
+
+#[derive(Clone)]
+pub struct PrimaryBound<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for PrimaryBound<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxedResponse>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if let Some(replay) = crate::write_mode::replay_to_primary(&self.state.config, &request) {
+            return Either::Right(answered(replay));
+        }
+        let is_write = !matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        );
+        if !is_write && !request.headers().contains_key(SYNC_TOKEN_HEADER) {
+            // A plain read never waits on the primary: nothing to bound.
+            return Either::Left(self.inner.call(request));
+        }
+        let bound = PRIMARY_TIMEOUT + self.state.config.read_your_writes_timeout;
+        let response = self.inner.call(request);
+        Either::Right(Box::pin(async move {
+            match tokio::time::timeout(bound, response).await {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::warn!(
+                        bound_ms = bound.as_millis() as u64,
+                        "the primary did not answer in time"
+                    );
+                    Ok(ApiError::primary_unavailable().into_response())
+                }
+            }
+        }))
     }
 }

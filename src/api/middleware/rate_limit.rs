@@ -21,16 +21,20 @@
 //! state would have reset anyway; `governor`'s keyed limiter would need its own periodic
 //! clean-up task and one more dependency for the same behaviour.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use moka::sync::Cache;
+use tower::{Layer, Service};
 
+use super::{BoxedResponse, answered};
 use crate::api::metrics::Metrics;
 use crate::auth::Authenticator;
 use crate::error::ApiError;
@@ -123,26 +127,68 @@ impl RateLimit {
     }
 }
 
-pub async fn rate_limit(
-    State(rl): State<Arc<RateLimit>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    if rl.exempt(req.uri().path()) {
-        return next.run(req).await;
+/// The layer: 429 past either limit.
+#[derive(Clone)]
+pub struct RateLimitLayer(pub Arc<RateLimit>);
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimited<S>;
+
+    fn layer(&self, inner: S) -> RateLimited<S> {
+        RateLimited {
+            limits: self.0.clone(),
+            inner,
+        }
     }
-    let ip = client_ip(&req, rl.behind_fly_proxy);
-    if let Err(wait) = rl.per_ip.check(&ip) {
-        rl.metrics.record_rate_limited("ip");
-        return ApiError::TooManyRequests { retry_after: wait }.into_response();
+}
+
+/// The service beneath, rate limited.
+#[derive(Clone)]
+pub struct RateLimited<S> {
+    limits: Arc<RateLimit>,
+    inner: S,
+}
+
+impl<S> Service<Request> for RateLimited<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxedResponse>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    if let Some(sub) = verified_sub(&rl.auth, &mut req).await
-        && let Err(wait) = rl.per_user.check(&sub)
-    {
-        rl.metrics.record_rate_limited("user");
-        return ApiError::TooManyRequests { retry_after: wait }.into_response();
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let rl = &self.limits;
+        if rl.exempt(req.uri().path()) {
+            return Either::Left(self.inner.call(req));
+        }
+        let ip = client_ip(&req, rl.behind_fly_proxy);
+        if let Err(wait) = rl.per_ip.check(&ip) {
+            rl.metrics.record_rate_limited("ip");
+            return Either::Right(answered(
+                ApiError::TooManyRequests { retry_after: wait }.into_response(),
+            ));
+        }
+        // Verifying may wait (an unknown key id refreshes the JWKS): the inner service is
+        // called from the future, so it moves there (the ready one; a clone stays).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let rl = rl.clone();
+        Either::Right(Box::pin(async move {
+            if let Some(sub) = verified_sub(&rl.auth, &mut req).await
+                && let Err(wait) = rl.per_user.check(&sub)
+            {
+                rl.metrics.record_rate_limited("user");
+                return Ok(ApiError::TooManyRequests { retry_after: wait }.into_response());
+            }
+            inner.call(req).await
+        }))
     }
-    next.run(req).await
 }
 
 /// The client's address as a limiter key (see the module docs).

@@ -115,6 +115,11 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         )
         .await?
         .get(0);
+    // A quiet primary for the copy and the resyncs: after a million changes autovacuum
+    // would otherwise be working through the tables (and the log) during them.
+    client
+        .batch_execute("vacuum analyze products, orders, sync.changes")
+        .await?;
     let copy_time = bare_copy(&client).await?;
 
     // Warm resync: forced over the up-to-date replica (an operator's resync, a pruned cursor).

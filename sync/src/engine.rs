@@ -361,7 +361,6 @@ impl Engine {
         let (copied, loaded) = tokio::join!(copy_snapshot(client, sink), load);
         let rows = copied?;
         let state = loaded?;
-        self.shared.replica.checkpoint_soon();
 
         self.state = State::Streaming;
         self.publish_resync(&state, reason, rows, started.elapsed());

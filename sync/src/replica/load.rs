@@ -79,12 +79,12 @@ pub fn load_snapshot(
     let finished = started.elapsed();
     let state = state_after(&meta);
     write_state(&tx, &state)?;
-    // Without SQLite's automatic checkpoint, which would copy the whole load from the WAL
-    // into the database file inside this commit: the caller has the checkpoint thread do it
-    // (see `super::checkpoint`).
+    // Without the writer's automatic checkpoint, which would copy the whole load from the
+    // WAL into the database file inside this commit: the checkpoint thread does it
+    // afterwards (see `super::checkpoint`).
     tx.pragma_update(None, "wal_autocheckpoint", 0)?;
     let committed = tx.commit();
-    conn.pragma_update(None, "wal_autocheckpoint", super::AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "wal_autocheckpoint", super::WRITER_CHECKPOINT_PAGES)?;
     committed?;
     // Where a resync's time goes, for operators sizing replicas (and for tuning this).
     tracing::info!(

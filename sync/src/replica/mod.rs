@@ -2,7 +2,8 @@
 //!
 //! Settings are Litestream-compatible: WAL mode (readers never block the writer and keep
 //! their snapshot while a batch or a whole resync is being written), `synchronous=NORMAL`,
-//! a busy timeout, and no file swaps or `VACUUM INTO`.
+//! a busy timeout, and no file swaps or `VACUUM INTO`. Checkpoints run on a thread of
+//! their own ([`checkpoint`]).
 //!
 //! - [`state`]: the persisted cursor and the primary identity it belongs to.
 //! - [`apply`]: applying pulled changes (version checks, tombstones, cursor).
@@ -33,9 +34,10 @@ const SCHEMA_VERSION: i64 = 2;
 /// Every table the schema creates, for dropping a replica of another layout.
 const SCHEMA_TABLES: &[&str] = &["products", "orders", "sync_tombstones", "sync_state"];
 
-/// The writer's automatic checkpoint threshold in WAL pages (SQLite's default), restored
-/// after a resync's commit turned it off.
-const AUTOCHECKPOINT_PAGES: i64 = 1000;
+/// The writer's own (automatic) checkpoint threshold, in WAL pages of 4 KiB (64 MiB): the
+/// checkpoint thread does the copying, and the writer's checkpoint at this size finds it
+/// nearly done and lets the WAL start over (see [`checkpoint`]).
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
 
 /// How long a connection waits on the file lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +74,7 @@ impl Replica {
              pragma threads = 2;
              pragma journal_size_limit = 67108864;",
         )?;
+        writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
         let layout: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if layout != SCHEMA_VERSION {
             if layout != 0 || table_exists(&writer, "sync_state")? {
@@ -133,22 +136,21 @@ impl Replica {
         T: Send + 'static,
     {
         let writer = self.writer.clone();
+        let checkpointer = self.checkpointer.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             // A panic while holding the lock poisons it; the connection itself is still
             // consistent (SQLite rolled the open transaction back), so keep using it.
             let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
+            let result = f(&mut conn);
+            drop(conn);
+            // The checkpoint thread keeps the WAL copied (see `checkpoint`).
+            checkpointer.nudge();
+            result
         })
         .await
         .map_err(|e| SyncError::Transient(format!("replica writer task failed: {e}")))?
-    }
-
-    /// Has the WAL copied back into the database file soon, on the checkpoint thread (after
-    /// a write that skipped the automatic checkpoint: see [`checkpoint`]).
-    pub(crate) fn checkpoint_soon(&self) {
-        self.checkpointer.nudge();
     }
 
     /// The persisted sync state, `None` before the first snapshot.

@@ -33,7 +33,8 @@ enum Command {
     Migrate,
     /// Rebuild the local replica from a snapshot of the primary.
     Resync,
-    /// Trim the primary's change log.
+    /// Trim the primary's change log, and expire idempotency keys older than
+    /// `IDEMPOTENCY_KEY_TTL`.
     Prune {
         /// Delete changes older than this (e.g. 7d, 12h).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
@@ -161,6 +162,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!(
                 "pruned {} changes; the log now starts at txid {}",
                 report.deleted, report.pruned_below
+            );
+            let expired =
+                crate::api::idempotency::expire_keys(&client, config.idempotency_key_ttl).await?;
+            println!(
+                "expired {expired} idempotency keys older than {}",
+                humantime::format_duration(config.idempotency_key_ttl)
             );
             Ok(())
         }

@@ -11,6 +11,7 @@
 //! | `APP_ENV` / `NODE_ENV` | `development` | `production` makes `DATABASE_URL` and Auth0 settings mandatory |
 //! | `FLY_REGION` / `PRIMARY_REGION` | unset | this instance's region and the primary's; the primary-region instance prunes the change log |
 //! | `CHANGE_RETENTION` | `7d` | how long the change log is kept by the automatic prune |
+//! | `IDEMPOTENCY_KEY_TTL` | `24h` | how long an `Idempotency-Key` is remembered (expired by the same hourly prune) |
 //! | `SYNC_POLL_INTERVAL_MS` | `500` | fallback poll of the change log when no NOTIFY arrives |
 //! | `API_VERSION` | `v1` | routes are served under `/api` and `/api/{API_VERSION}` |
 //! | `CORS_ORIGIN` | unset (no cross-origin access) | comma-separated allowed origins, or `*` |
@@ -41,6 +42,7 @@ pub struct Config {
     pub region: Option<String>,
     pub primary_region: Option<String>,
     pub change_retention: Duration,
+    pub idempotency_key_ttl: Duration,
     pub poll_interval: Duration,
     pub api_version: String,
     /// Allowed CORS origins; empty means no cross-origin access, `["*"]` any origin.
@@ -88,6 +90,7 @@ impl Config {
             region: get("FLY_REGION"),
             primary_region: get("PRIMARY_REGION"),
             change_retention: duration(&get, "CHANGE_RETENTION", "7d")?,
+            idempotency_key_ttl: duration(&get, "IDEMPOTENCY_KEY_TTL", "24h")?,
             poll_interval: Duration::from_millis(parse(&get, "SYNC_POLL_INTERVAL_MS", 500)?),
             api_version: get("API_VERSION").unwrap_or_else(|| "v1".into()),
             cors_origins: get("CORS_ORIGIN")

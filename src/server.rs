@@ -122,7 +122,8 @@ impl Application {
     }
 }
 
-/// Prunes the change log every hour (only in the primary region).
+/// Every hour (only in the primary region): prunes the change log and expires old
+/// idempotency keys.
 fn spawn_pruner(
     connector: PgConnector,
     config: Arc<Config>,
@@ -135,13 +136,16 @@ fn spawn_pruner(
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let result = async {
-                let mut client = connector.connect(None).await?;
-                auto_order_sync::pg::prune::prune_changes(&mut client, config.change_retention)
-                    .await
-            }
-            .await;
-            match result {
+            let mut client = match connector.connect(None).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!(error = %e, "prune: primary unreachable; will retry in an hour");
+                    continue;
+                }
+            };
+            match auto_order_sync::pg::prune::prune_changes(&mut client, config.change_retention)
+                .await
+            {
                 Ok(report) => tracing::info!(
                     deleted = report.deleted,
                     pruned_below = report.pruned_below,
@@ -149,6 +153,12 @@ fn spawn_pruner(
                 ),
                 Err(e) => {
                     tracing::warn!(error = %e, "change log prune failed; will retry in an hour")
+                }
+            }
+            match crate::api::idempotency::expire_keys(&client, config.idempotency_key_ttl).await {
+                Ok(deleted) => tracing::info!(deleted, "idempotency keys expired"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency key expiry failed; will retry in an hour")
                 }
             }
         }

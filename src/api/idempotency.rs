@@ -6,6 +6,10 @@
 //! A concurrent attempt with the same key waits on the first one's insert of the key (the
 //! primary key's uniqueness check) and then replays its committed response. The same key
 //! with a different request is refused with 422.
+//!
+//! Keys expire: the primary-region instance deletes keys older than `IDEMPOTENCY_KEY_TTL`
+//! (24 h by default) every hour ([`expire_keys`]). A retry after that is a new create, as
+//! with Stripe's keys; without expiry the table would grow with every create forever.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
@@ -125,6 +129,20 @@ pub async fn record(
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Deletes the keys created more than `older_than` ago; returns how many went. A create
+/// still in progress holds its key uncommitted, so it is never touched.
+pub async fn expire_keys(
+    client: &tokio_postgres::Client,
+    older_than: std::time::Duration,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "delete from idempotency_keys where created_at < now() - make_interval(secs => $1)",
+            &[&older_than.as_secs_f64()],
+        )
+        .await
 }
 
 /// The original response again, with its sync token (settled like a fresh write).

@@ -50,7 +50,6 @@ use tower::util::option_layer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -124,7 +123,7 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// single row at a CPU cost larger than the rest of serving it from the cache.
 pub const COMPRESS_ABOVE_BYTES: u16 = 1024;
 
-/// Requests running longer than this are answered 503.
+/// Requests running longer than this are answered 503 ([`middleware::timeout`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The whole application router, with its layers. Outermost first:
@@ -135,7 +134,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// 3. [`middleware::observe`]: span, JSON access log, request metrics, `fly-region`;
 /// 4. gzip of responses over 1 KiB when the client accepts it;
 /// 5. [`middleware::rate_limit`]: per IP and per verified user (429);
-/// 6. the 15 s timeout (503);
+/// 6. [`middleware::timeout`]: the 15 s deadline (a JSON 503 with `Retry-After`);
 /// 7. the 64 KiB body limit;
 /// 8. [`middleware::primary_bound`]: writes replayed to the primary region (`fly-replay`
 ///    mode); requests that may wait on the primary give up sooner (a JSON 503 with
@@ -181,10 +180,7 @@ pub fn app(state: AppState) -> Router {
                     DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE_BYTES)),
                 ))
                 .layer(middleware::rate_limit::RateLimitLayer(limits))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    REQUEST_TIMEOUT,
-                ))
+                .layer(middleware::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
                 .layer(primary_bound),
         )

@@ -155,6 +155,12 @@ impl Authenticator {
         self.inner.verifier.verify(&self.inner.jwks, token).await
     }
 
+    /// The user of a bearer token verified earlier and still cached, without waiting:
+    /// `None` is a cache miss (call [`Self::verify`]), not a rejection.
+    pub fn verify_cached(&self, token: &str) -> Option<AuthUser> {
+        self.inner.verifier.verify_cached(&self.inner.jwks, token)
+    }
+
     /// Fetches the JWKS now (no-op in dev mode); returns whether it succeeded.
     pub async fn refresh_now(&self) -> bool {
         refresh::fetch_now(&self.inner.jwks).await

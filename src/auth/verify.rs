@@ -103,20 +103,37 @@ impl Verifier {
         })
     }
 
+    /// The cached verification of `token`, if there is a current one: no await, no key
+    /// lookup, no signature check. `None` means "verify it" (a miss), never "invalid".
+    pub(crate) fn verify_cached(&self, jwks: &Jwks, token: &str) -> Option<AuthUser> {
+        if self.cache.is_none() || token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        self.cached_by_key(jwks, &sha256(token))
+    }
+
+    /// A cached token is the same bytes as one that passed every check of [`Self::verify`],
+    /// header included, so a hit skips even the header decode. A hit from before a key was
+    /// withdrawn, or past its `exp`, is dropped.
+    fn cached_by_key(&self, jwks: &Jwks, key: &[u8; 32]) -> Option<AuthUser> {
+        let cache = self.cache.as_ref()?;
+        let hit = cache.get(key)?;
+        if hit.epoch == jwks.epoch() && hit.exp > unix_now() {
+            return Some(hit.user);
+        }
+        cache.invalidate(key);
+        None
+    }
+
     pub(crate) async fn verify(&self, jwks: &Jwks, token: &str) -> Result<AuthUser, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::InvalidToken("token too large"));
         }
-        // A cached token is the same bytes as one that passed every check below, header
-        // included, so a hit skips even the header decode.
         let cache_key = self.cache.as_ref().map(|_| sha256(token));
-        if let (Some(cache), Some(key)) = (&self.cache, &cache_key)
-            && let Some(hit) = cache.get(key)
+        if let Some(key) = &cache_key
+            && let Some(user) = self.cached_by_key(jwks, key)
         {
-            if hit.epoch == jwks.epoch() && hit.exp > unix_now() {
-                return Ok(hit.user);
-            }
-            cache.invalidate(key);
+            return Ok(user);
         }
 
         let kid = check_header(token)?;

@@ -16,6 +16,10 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+// Linked for its global allocator only: the engine is measured with the allocator the
+// `auto-order` binary runs it with (see `src/lib.rs`).
+use auto_order as _;
+
 struct Args {
     changes: i64,
     rows: i64,

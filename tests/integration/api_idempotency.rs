@@ -59,3 +59,59 @@ async fn a_create_retried_with_the_same_idempotency_key_creates_one_product() {
         "Rice twice (alice, bob), Beans once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_idempotency_key_is_forgotten_and_a_fresh_one_still_replays() {
+    // Arrange: two keys, one of them from two days ago.
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let alice = Api::new(&app, "alice");
+    let create = |key: &str| {
+        send(
+            alice
+                .request(Method::POST, "/api/products")
+                .header("idempotency-key", key)
+                .json(&json!({"name": "Rice"})),
+        )
+    };
+    let old = create("old").await;
+    let fresh = create("fresh").await;
+    let client = db.connect().await;
+    client
+        .execute(
+            "update idempotency_keys set created_at = now() - interval '2 days' where key = 'old'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // Act
+    let expired = auto_order::api::idempotency::expire_keys(
+        &client,
+        std::time::Duration::from_secs(24 * 3600),
+    )
+    .await
+    .unwrap();
+    let old_again = create("old").await;
+    let fresh_again = create("fresh").await;
+
+    // Assert
+    assert_eq!(expired, 1, "only the two-day-old key");
+    assert_eq!(old_again.status, StatusCode::CREATED);
+    assert_ne!(
+        old_again.id(),
+        old.id(),
+        "past its TTL a key is a new create"
+    );
+    assert_eq!(old_again.header("idempotent-replayed"), None);
+    assert_eq!(
+        fresh_again.id(),
+        fresh.id(),
+        "a key within its TTL still replays"
+    );
+    assert_eq!(
+        fresh_again.header("idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    assert_eq!(count(&db, "products").await, 3);
+}

@@ -7,9 +7,10 @@
 //! - [`cors`]: the CORS policy from `CORS_ORIGIN`.
 //! - [`primary_bound`]: writes (and reads with `X-Sync-Token`) give up on a primary that does
 //!   not answer (JSON 503 with `Retry-After`).
+//! - [`timeout`]: the 15 s deadline of every request (JSON 503 with `Retry-After`).
 //!
-//! Request ids (`x-request-id`, generated when absent and echoed back), gzip, the body
-//! limit and the timeout are tower-http / axum layers used as they are.
+//! Request ids (`x-request-id`, generated when absent and echoed back), gzip and the body
+//! limit are tower-http / axum layers used as they are.
 //!
 //! Ours are plain tower [`Layer`](tower::Layer)s rather than `axum::middleware::from_fn`:
 //! axum clones a route's layer stack for every request, and a `from_fn` layer also clones
@@ -22,6 +23,7 @@ pub mod cors;
 pub mod observe;
 pub mod primary_bound;
 pub mod rate_limit;
+pub mod timeout;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -4,8 +4,7 @@
 //! bounded in time.
 //!
 //! A primary that stops answering without refusing (a network partition drops packets, a
-//! stuck host) would otherwise hold the client for the whole 15 s request timeout and then
-//! get an empty 503. Past [`PRIMARY_TIMEOUT`] plus the read-your-writes wait, such a
+//! stuck host) would otherwise hold the client for the whole 15 s request timeout. Past [`PRIMARY_TIMEOUT`] plus the read-your-writes wait, such a
 //! request answers the JSON 503 `unavailable` with `Retry-After`, like a refused connection.
 //!
 //! Giving up drops the handler: the driver rolls an open transaction back, and a commit

@@ -22,7 +22,8 @@
 //! clean-up task and one more dependency for the same behaviour.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -45,16 +46,16 @@ const MAX_KEYS: u64 = 100_000;
 pub const FLY_CLIENT_IP: &str = "fly-client-ip";
 
 /// A keyed GCRA limiter.
-pub struct Limiter {
-    keys: Cache<String, Arc<Mutex<Instant>>>,
+pub struct Limiter<K> {
+    keys: Cache<K, Arc<Mutex<Instant>>>,
     /// Time "spent" by one request: window / max.
     interval: Duration,
     /// How far ahead of now the arrival time may run: window - interval (a burst of max).
     tolerance: Duration,
 }
 
-impl Limiter {
-    pub fn new(max: u32, window: Duration) -> Limiter {
+impl<K: Hash + Eq + Send + Sync + 'static> Limiter<K> {
+    pub fn new(max: u32, window: Duration) -> Limiter<K> {
         let interval = window / max.max(1);
         Limiter {
             keys: Cache::builder()
@@ -67,11 +68,19 @@ impl Limiter {
     }
 
     /// Counts one request of `key`: `Err(wait)` if it is over the limit.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub fn check<Q>(&self, key: &Q) -> Result<(), Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.check_at(key, Instant::now())
     }
 
-    fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
+    fn check_at<Q>(&self, key: &Q, now: Instant) -> Result<(), Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let cell = self.keys.get_with_by_ref(key, || Arc::new(Mutex::new(now)));
         let mut tat = cell.lock().unwrap_or_else(|p| p.into_inner());
         let arrival = (*tat).max(now);
@@ -86,8 +95,8 @@ impl Limiter {
 
 /// The middleware's state.
 pub struct RateLimit {
-    per_ip: Limiter,
-    per_user: Limiter,
+    per_ip: Limiter<IpAddr>,
+    per_user: Limiter<String>,
     /// Trust `Fly-Client-IP` (running on Fly).
     behind_fly_proxy: bool,
     api_version: String,
@@ -167,32 +176,68 @@ where
         if rl.exempt(req.uri().path()) {
             return Either::Left(self.inner.call(req));
         }
-        let ip = client_ip(&req, rl.behind_fly_proxy);
-        if let Err(wait) = rl.per_ip.check(&ip) {
+        if let Err(wait) = rl.per_ip.check(&client_ip(&req, rl.behind_fly_proxy)) {
             rl.metrics.record_rate_limited("ip");
-            return Either::Right(answered(
-                ApiError::TooManyRequests { retry_after: wait }.into_response(),
-            ));
+            return Either::Right(too_many(wait));
         }
-        // Verifying may wait (an unknown key id refreshes the JWKS): the inner service is
-        // called from the future, so it moves there (the ready one; a clone stays).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let rl = rl.clone();
-        Either::Right(Box::pin(async move {
-            if let Some(sub) = verified_sub(&rl.auth, &mut req).await
-                && let Err(wait) = rl.per_user.check(&sub)
-            {
+        // The common case decides without waiting: no token, or one verified earlier and
+        // still cached. Only a token to verify (which may refetch the JWKS) goes async.
+        let user = match bearer_token(&req) {
+            None => None,
+            Some(token) => match rl.auth.verify_cached(token) {
+                Some(user) => Some(user),
+                None => return Either::Right(self.verify_then_call(req)),
+            },
+        };
+        if let Some(user) = user {
+            if let Err(wait) = rl.per_user.check(user.sub.as_str()) {
                 rl.metrics.record_rate_limited("user");
-                return Ok(ApiError::TooManyRequests { retry_after: wait }.into_response());
+                return Either::Right(too_many(wait));
             }
-            inner.call(req).await
-        }))
+            req.extensions_mut().insert(user);
+        }
+        Either::Left(self.inner.call(req))
     }
 }
 
-/// The client's address as a limiter key (see the module docs).
-fn client_ip(req: &Request, behind_fly_proxy: bool) -> String {
+impl<S> RateLimited<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// Verifies the bearer token (a verification cache miss), counts its user, then calls
+    /// the inner service. Invalid tokens are left for the extractor to reject.
+    fn verify_then_call(&mut self, mut req: Request) -> BoxedResponse {
+        // The inner service is called from the future, so it moves there (the ready one; a
+        // clone stays).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let rl = self.limits.clone();
+        Box::pin(async move {
+            if let Some(token) = bearer_token(&req)
+                && let Ok(user) = rl.auth.verify(token).await
+            {
+                if let Err(wait) = rl.per_user.check(user.sub.as_str()) {
+                    rl.metrics.record_rate_limited("user");
+                    return Ok(too_many_response(wait));
+                }
+                req.extensions_mut().insert(user);
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+fn too_many_response(retry_after: Duration) -> Response {
+    ApiError::TooManyRequests { retry_after }.into_response()
+}
+
+fn too_many(retry_after: Duration) -> BoxedResponse {
+    answered(too_many_response(retry_after))
+}
+
+/// The client's address as a limiter key (see the module docs): IPv6 clients by their /64.
+fn client_ip(req: &Request, behind_fly_proxy: bool) -> IpAddr {
     let from_fly = behind_fly_proxy
         .then(|| req.headers().get(FLY_CLIENT_IP))
         .flatten()
@@ -204,37 +249,29 @@ fn client_ip(req: &Request, behind_fly_proxy: bool) -> String {
             .map(|c| c.0.ip())
     });
     match ip {
-        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Some(IpAddr::V6(v6)) => v6
-            .to_ipv4_mapped()
-            .map(|v4| v4.to_string())
-            .unwrap_or_default(),
-        Some(ip) => ip.to_string(),
-        None => "unknown".to_owned(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        Some(ip) => ip,
+        // No address at all (not served from a socket): one shared key.
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }
 
-/// Verifies the bearer token, if any, and stores the user for the `AuthUser` extractor.
-async fn verified_sub(auth: &Authenticator, req: &mut Request) -> Option<String> {
-    if let Some(user) = req.extensions().get::<crate::auth::AuthUser>() {
-        return Some(user.sub.clone());
-    }
-    // Exactly one header, as the extractor demands (it rejects several).
+/// The token of exactly one `Authorization: Bearer` header, as the extractor accepts it
+/// (anything else is left for the extractor to answer).
+fn bearer_token(req: &Request) -> Option<&str> {
     let mut values = req.headers().get_all(AUTHORIZATION).iter();
     let (value, None) = (values.next()?.to_str().ok()?, values.next()) else {
         return None;
     };
     let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let user = auth.verify(token.trim()).await.ok()?;
-    let sub = user.sub.clone();
-    req.extensions_mut().insert(user);
-    Some(sub)
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -243,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_max_passes_then_the_next_waits_one_interval() {
-        let limiter = Limiter::new(5, Duration::from_secs(60));
+        let limiter = Limiter::<String>::new(5, Duration::from_secs(60));
         let now = Instant::now();
 
         for _ in 0..5 {
@@ -261,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_refused_request_does_not_use_the_budget() {
-        let limiter = Limiter::new(1, Duration::from_secs(10));
+        let limiter = Limiter::<String>::new(1, Duration::from_secs(10));
         let now = Instant::now();
 
         assert!(limiter.check_at("k", now).is_ok());

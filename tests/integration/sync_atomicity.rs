@@ -78,3 +78,48 @@ async fn a_reader_never_sees_a_transfer_half_applied() {
     assert!(broken.is_empty(), "reader saw broken sums: {broken:?}");
     assert_same_as_primary(&db, &edge).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_the_batch_is_applied_whole() {
+    // Arrange: batches of three changes, then one transaction of 25 rows.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fast_config();
+    config.batch_size = 3;
+    let edge = TestEdge::start(&db.url, dir.path(), config).await;
+    edge.catch_up(&db).await;
+    let conn = edge.reader();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = conn
+                    .query_row("select count(*) from products", [], |r| r.get(0))
+                    .unwrap();
+                seen.insert(n);
+            }
+            seen
+        })
+    };
+
+    // Act
+    db.client
+        .execute(
+            "insert into products (owner_id, name) select 'u', 'p' || g from generate_series(1, 25) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    edge.catch_up(&db).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+
+    // Assert
+    assert!(
+        seen.iter().all(|n| *n == 0 || *n == 25),
+        "counts seen by a reader: {seen:?}"
+    );
+    assert_same_as_primary(&db, &edge).await;
+}

@@ -1,11 +1,19 @@
 //! Reading the change log below the horizon, whole transactions at a time.
 //!
 //! A pull runs in one `REPEATABLE READ READ ONLY` transaction: it reads the primary's view
-//! (identity, prune point, the snapshot's xmin `h` and xmax) and then the changes with
+//! (identity, prune point, the snapshot's xmin `h` and xmax) and the changes with
 //! `watermark <= txid < h`, in `(txid, id)` order. Every transaction below `h` has finished,
 //! so nothing can appear there later. The batch is cut at a transaction boundary; a single
 //! transaction larger than the batch is read whole.
+//!
+//! The changes query takes `h` from the transaction's own snapshot rather than from the
+//! view's answer, so `begin`, view, changes and `commit` go out together (tokio-postgres
+//! pipelines requests polled together) and a pull costs **one round trip** to the primary
+//! instead of four: on an edge a continent away from its primary that is most of the
+//! replication lag. The view is checked (identity, prune point) on the answer; changes read
+//! alongside a failed check are dropped unread.
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::{PrimaryView, VIEW_SQL, view_from_row};
@@ -65,9 +73,7 @@ pub struct Pulled {
 const CHANGE_COLUMNS: &str = "c.id, c.txid::text::bigint as txid_number, c.table_name, c.row_id,
     c.op, c.version, c.data::text, (extract(epoch from c.changed_at) * 1000000)::bigint";
 
-/// The pull's queries, prepared once per connection: a pull is then four round trips
-/// (begin, view, changes, commit) instead of seven, which is most of the replication lag
-/// on a nearby primary.
+/// The pull's queries, prepared once per connection (no parse round trips per pull).
 pub struct PullStatements {
     view: Statement,
     changes: Statement,
@@ -91,11 +97,12 @@ impl PullStatements {
             changes: client
                 .prepare(&format!(
                     "select {CHANGE_COLUMNS} from sync.changes c
-                      where c.txid >= $1::bigint::text::xid8 and c.txid < $2::bigint::text::xid8
-                        and ($3::text is null
-                             or not pg_visible_in_snapshot(c.txid, $3::text::pg_snapshot))
+                      where c.txid >= $1::bigint::text::xid8
+                        and c.txid < pg_snapshot_xmin(pg_current_snapshot())
+                        and ($2::text is null
+                             or not pg_visible_in_snapshot(c.txid, $2::text::pg_snapshot))
                       order by c.txid, c.id
-                      limit $4"
+                      limit $3"
                 ))
                 .await?,
             rest_of_transaction: client
@@ -116,13 +123,50 @@ pub enum PullOutcome {
     NeedsResync(ResyncReason),
 }
 
-/// Reads the primary's view and, through `check`, lets the caller refuse to go on (a
-/// changed identity, a pruned cursor) before any change is read.
+/// Reads the primary's view and the next changes, in one round trip; through `check` the
+/// caller refuses to go on (a changed identity, a pruned cursor), and then nothing read is
+/// used.
 pub async fn pull(
     client: &mut Client,
     statements: &PullStatements,
     from: PullFrom<'_>,
-    check: impl FnOnce(&PrimaryView) -> Option<ResyncReason>,
+    check: impl Fn(&PrimaryView) -> Option<ResyncReason>,
+) -> Result<PullOutcome, SyncError> {
+    let limit = from.max_changes.max(1);
+    let params: [&(dyn ToSql + Sync); 3] =
+        [&(from.watermark as i64), &from.snapshot, &(limit as i64)];
+    // Polled together, the four requests are sent in this order in one write; a failed
+    // statement aborts the transaction and the `commit` then rolls it back.
+    let (begun, view, rows, committed) = futures_util::join!(
+        client.batch_execute("begin isolation level repeatable read read only"),
+        client.query_one(&statements.view, &[]),
+        client.query(&statements.changes, &params),
+        client.batch_execute("commit"),
+    );
+    begun?;
+    let (view, _) = view_from_row(&view?);
+    let rows = rows?;
+    committed?;
+    if let Some(reason) = check(&view) {
+        return Ok(PullOutcome::NeedsResync(reason));
+    }
+    let changes = rows.iter().map(raw_change).collect::<Result<Vec<_>, _>>()?;
+    let one_transaction = changes.first().map(|c| c.txid) == changes.last().map(|c| c.txid);
+    if rows.len() == limit && one_transaction {
+        // One transaction larger than the batch: it must be read whole in one snapshot, so
+        // read it again with the rest in one transaction (rare: a bulk write).
+        return pull_in_transaction(client, statements, from, check).await;
+    }
+    Ok(PullOutcome::Pulled(batch(view, changes, &from, limit)))
+}
+
+/// A pull with a transaction larger than the batch: round trip by round trip, so that the
+/// rest of that transaction is read in the same snapshot.
+async fn pull_in_transaction(
+    client: &mut Client,
+    statements: &PullStatements,
+    from: PullFrom<'_>,
+    check: impl Fn(&PrimaryView) -> Option<ResyncReason>,
 ) -> Result<PullOutcome, SyncError> {
     let tx = client
         .build_transaction()
@@ -134,66 +178,66 @@ pub async fn pull(
     if let Some(reason) = check(&view) {
         return Ok(PullOutcome::NeedsResync(reason));
     }
-
-    let horizon = view.xmin;
     let limit = from.max_changes.max(1);
     let rows = tx
         .query(
             &statements.changes,
-            &[
-                &(from.watermark as i64),
-                &(horizon as i64),
-                &from.snapshot,
-                &(limit as i64),
-            ],
+            &[&(from.watermark as i64), &from.snapshot, &(limit as i64)],
         )
         .await?;
-
-    let (mut changes, mut last_id) = (Vec::with_capacity(rows.len()), 0i64);
-    for row in &rows {
-        last_id = row.get(0);
-        changes.push(raw_change(row)?);
-    }
-
-    if rows.len() < limit {
-        tx.commit().await?;
-        // xmin < xmax: a transaction older than the newest one was still open.
-        let held_back = view.xmin < view.xmax;
-        return Ok(PullOutcome::Pulled(Pulled {
-            view,
-            changes,
-            next_watermark: horizon.max(from.watermark),
-            caught_up: true,
-            held_back,
-        }));
-    }
-
-    let last_txid = changes.last().map(|c| c.txid).unwrap_or(from.watermark);
-    let next_watermark = if changes.first().map(|c| c.txid) != Some(last_txid) {
-        // Several transactions: drop the last one, which the limit may have cut.
-        changes.retain(|c| c.txid != last_txid);
-        last_txid
-    } else {
-        // One transaction larger than the batch: read the rest of it.
+    let mut changes = rows.iter().map(raw_change).collect::<Result<Vec<_>, _>>()?;
+    let first_txid = changes.first().map(|c| c.txid);
+    if rows.len() == limit && first_txid == changes.last().map(|c| c.txid) {
+        let (txid, last_id): (u64, i64) = (changes[0].txid, rows[rows.len() - 1].get(0));
         let rest = tx
-            .query(
-                &statements.rest_of_transaction,
-                &[&(last_txid as i64), &last_id],
-            )
+            .query(&statements.rest_of_transaction, &[&(txid as i64), &last_id])
             .await?;
         for row in &rest {
             changes.push(raw_change(row)?);
         }
-        last_txid + 1
-    };
+        tx.commit().await?;
+        return Ok(PullOutcome::Pulled(Pulled {
+            view,
+            changes,
+            next_watermark: txid + 1,
+            caught_up: false,
+            held_back: false,
+        }));
+    }
     tx.commit().await?;
-    Ok(PullOutcome::Pulled(Pulled {
+    Ok(PullOutcome::Pulled(batch(view, changes, &from, limit)))
+}
+
+/// The batch of whole transactions in `changes` (read with `limit`, in `(txid, id)` order,
+/// not one transaction cut by the limit).
+fn batch(
+    view: PrimaryView,
+    mut changes: Vec<RawChange>,
+    from: &PullFrom<'_>,
+    limit: usize,
+) -> Pulled {
+    if changes.len() < limit {
+        // Everything below the horizon. xmin < xmax: a transaction older than the newest
+        // one was still open.
+        let held_back = view.xmin < view.xmax;
+        return Pulled {
+            next_watermark: view.xmin.max(from.watermark),
+            view,
+            changes,
+            caught_up: true,
+            held_back,
+        };
+    }
+    // Several transactions: drop the last one, which the limit may have cut.
+    let last_txid = changes.last().map_or(from.watermark, |c| c.txid);
+    changes.retain(|c| c.txid != last_txid);
+    Pulled {
         view,
         changes,
-        next_watermark,
+        next_watermark: last_txid,
         caught_up: false,
         held_back: false,
-    }))
+    }
 }
 
 /// How many changes wait below the horizon, counted up to `cap` (an index-only estimate

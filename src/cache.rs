@@ -9,6 +9,11 @@
 //! never served afterwards. A resync ([`ChangeEvent::Everything`]) or a lagging subscriber
 //! moves every pair to a new generation at once.
 //!
+//! The generations of at most [`MAX_PAIRS`] pairs are remembered (an edge sees changes of
+//! every user of the service, not only its own region's). Past that the map starts over: a
+//! fresh base generation for every pair, as a resync does. Cached entries then miss once,
+//! which is correct and cheap next to an unbounded map.
+//!
 //! Writes made through this edge also bump their pair once the replica has applied them,
 //! so the writer's next read misses even before the applier's event is processed. Entries
 //! remember the replica watermark they were read at: a read carrying a sync token only
@@ -33,6 +38,8 @@ const MAX_BYTES: u64 = 32 * 1024 * 1024;
 const ENTRY_OVERHEAD: usize = 160;
 /// A safety net only: invalidation is exact, so this bounds memory held by cold entries.
 const TIME_TO_IDLE: Duration = Duration::from_secs(600);
+/// `(table, owner)` pairs whose generation is remembered (about 100 bytes each).
+const MAX_PAIRS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -67,6 +74,19 @@ struct Generations {
     base: u64,
     /// table → owner → generation (nested, so a lookup borrows `&str`s, allocating nothing).
     pairs: HashMap<String, HashMap<String, u64>>,
+    /// Pairs in `pairs`, and how many it may hold before it starts over.
+    len: usize,
+    max_len: usize,
+}
+
+impl Generations {
+    /// Every pair to a fresh generation.
+    fn start_over(&mut self) {
+        self.base = self.next;
+        self.next += 1;
+        self.pairs.clear();
+        self.len = 0;
+    }
 }
 
 impl Default for ReadCache {
@@ -77,6 +97,10 @@ impl Default for ReadCache {
 
 impl ReadCache {
     pub fn new() -> ReadCache {
+        Self::with_pair_limit(MAX_PAIRS)
+    }
+
+    fn with_pair_limit(max_pairs: usize) -> ReadCache {
         ReadCache {
             entries: moka::sync::Cache::builder()
                 .weigher(|key: &CacheKey, read: &Arc<CachedRead>| {
@@ -89,6 +113,7 @@ impl ReadCache {
                 .build(),
             generations: Mutex::new(Generations {
                 next: 1,
+                max_len: max_pairs,
                 ..Generations::default()
             }),
             hits: AtomicU64::new(0),
@@ -136,6 +161,20 @@ impl ReadCache {
         let mut generations = self.lock();
         let generation = generations.next;
         generations.next += 1;
+        if let Some(known) = generations
+            .pairs
+            .get_mut(table)
+            .and_then(|owners| owners.get_mut(owner))
+        {
+            *known = generation;
+            return;
+        }
+        if generations.len >= generations.max_len {
+            // The fresh base covers this pair too.
+            generations.start_over();
+            return;
+        }
+        generations.len += 1;
         generations
             .pairs
             .entry(table.to_owned())
@@ -145,12 +184,7 @@ impl ReadCache {
 
     /// Everything may have changed (a resync, or missed events).
     pub fn invalidate_all(&self) {
-        {
-            let mut generations = self.lock();
-            generations.base = generations.next;
-            generations.next += 1;
-            generations.pairs.clear();
-        }
+        self.lock().start_over();
         self.entries.invalidate_all();
     }
 
@@ -240,5 +274,34 @@ mod tests {
         cache.invalidate_all();
 
         assert_ne!(cache.key("products", "bob", "get|1".into()), key);
+    }
+
+    #[test]
+    fn past_the_pair_limit_every_pair_starts_over_and_invalidation_stays_exact() {
+        let cache = ReadCache::with_pair_limit(2);
+        let carol = || cache.key("products", "carol", "list".into());
+        cache.insert(carol(), entry());
+        cache.invalidate("products", "alice");
+        cache.invalidate("products", "bob");
+        cache.invalidate("products", "alice");
+        assert!(
+            cache.get(&carol(), None).is_some(),
+            "two pairs: still within the limit"
+        );
+
+        cache.invalidate("orders", "dave");
+
+        assert!(cache.lock().pairs.is_empty(), "the map started over");
+        assert!(
+            cache.get(&carol(), None).is_none(),
+            "entries from before the start-over miss"
+        );
+        cache.insert(carol(), entry());
+        assert!(cache.get(&carol(), None).is_some());
+        cache.invalidate("products", "carol");
+        assert!(
+            cache.get(&carol(), None).is_none(),
+            "a change after the start-over still invalidates"
+        );
     }
 }

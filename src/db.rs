@@ -61,11 +61,14 @@ impl Primary {
 }
 
 /// The txid of the open transaction: the write's sync token.
-pub async fn sync_token(tx: &tokio_postgres::Transaction<'_>) -> Result<u64, ApiError> {
-    let row = tx
-        .query_one("select pg_current_xact_id()::text::bigint", &[])
+pub async fn sync_token(tx: &deadpool_postgres::Transaction<'_>) -> Result<u64, ApiError> {
+    // Prepared once per connection: unprepared, the query would cost a parse round trip to
+    // the primary on every write.
+    let statement = tx
+        .prepare_cached("select pg_current_xact_id()::text::bigint")
         .await
         .map_err(db_error)?;
+    let row = tx.query_one(&statement, &[]).await.map_err(db_error)?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 

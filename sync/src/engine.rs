@@ -297,6 +297,13 @@ impl Engine {
                 }
                 applied?
             };
+            // The status first: whoever the watermark wakes sees this batch counted in it.
+            self.shared.update(|s| {
+                s.watermark = applied.watermark;
+                s.last_change_at = micros(applied.last_change_at_us);
+                s.applied_batches += 1;
+                s.applied_changes += applied.applied as u64;
+            });
             self.shared.watermark.send_replace(applied.watermark);
             if !applied.touched.is_empty() {
                 let _ = self
@@ -304,12 +311,6 @@ impl Engine {
                     .events
                     .send(Arc::new(ChangeEvent::Rows(applied.touched)));
             }
-            self.shared.update(|s| {
-                s.watermark = applied.watermark;
-                s.last_change_at = micros(applied.last_change_at_us);
-                s.applied_batches += 1;
-                s.applied_changes += applied.applied as u64;
-            });
         }
         self.shared.update(|s| {
             s.phase = if caught_up {

@@ -133,8 +133,13 @@ pub async fn pull(
     check: impl Fn(&PrimaryView) -> Option<ResyncReason>,
 ) -> Result<PullOutcome, SyncError> {
     let limit = from.max_changes.max(1);
-    let params: [&(dyn ToSql + Sync); 3] =
-        [&(from.watermark as i64), &from.snapshot, &(limit as i64)];
+    // One row past the batch tells "more to read" from "caught up", and lets a batch that
+    // ends exactly at a transaction's end keep that transaction.
+    let params: [&(dyn ToSql + Sync); 3] = [
+        &(from.watermark as i64),
+        &from.snapshot,
+        &(limit as i64 + 1),
+    ];
     // Polled together, the four requests are sent in this order in one write; a failed
     // statement aborts the transaction and the `commit` then rolls it back.
     let (begun, view, rows, committed) = futures_util::join!(
@@ -152,7 +157,7 @@ pub async fn pull(
     }
     let changes = rows.iter().map(raw_change).collect::<Result<Vec<_>, _>>()?;
     let one_transaction = changes.first().map(|c| c.txid) == changes.last().map(|c| c.txid);
-    if rows.len() == limit && one_transaction {
+    if changes.len() > limit && one_transaction {
         // One transaction larger than the batch: it must be read whole in one snapshot, so
         // read it again with the rest in one transaction (rare: a bulk write).
         return pull_in_transaction(client, statements, from, check).await;
@@ -182,12 +187,16 @@ async fn pull_in_transaction(
     let rows = tx
         .query(
             &statements.changes,
-            &[&(from.watermark as i64), &from.snapshot, &(limit as i64)],
+            &[
+                &(from.watermark as i64),
+                &from.snapshot,
+                &(limit as i64 + 1),
+            ],
         )
         .await?;
     let mut changes = rows.iter().map(raw_change).collect::<Result<Vec<_>, _>>()?;
     let first_txid = changes.first().map(|c| c.txid);
-    if rows.len() == limit && first_txid == changes.last().map(|c| c.txid) {
+    if changes.len() > limit && first_txid == changes.last().map(|c| c.txid) {
         let (txid, last_id): (u64, i64) = (changes[0].txid, rows[rows.len() - 1].get(0));
         let rest = tx
             .query(&statements.rest_of_transaction, &[&(txid as i64), &last_id])
@@ -208,15 +217,15 @@ async fn pull_in_transaction(
     Ok(PullOutcome::Pulled(batch(view, changes, &from, limit)))
 }
 
-/// The batch of whole transactions in `changes` (read with `limit`, in `(txid, id)` order,
-/// not one transaction cut by the limit).
+/// The batch of whole transactions in `changes` (read with `limit + 1`, in `(txid, id)`
+/// order, and not all of one transaction).
 fn batch(
     view: PrimaryView,
     mut changes: Vec<RawChange>,
     from: &PullFrom<'_>,
     limit: usize,
 ) -> Pulled {
-    if changes.len() < limit {
+    if changes.len() <= limit {
         // Everything below the horizon. xmin < xmax: a transaction older than the newest
         // one was still open.
         let held_back = view.xmin < view.xmax;
@@ -228,7 +237,8 @@ fn batch(
             held_back,
         };
     }
-    // Several transactions: drop the last one, which the limit may have cut.
+    // Several transactions: drop the last one, which the limit may have cut (the batch is
+    // then at most `limit` changes).
     let last_txid = changes.last().map_or(from.watermark, |c| c.txid);
     changes.retain(|c| c.txid != last_txid);
     Pulled {

@@ -35,15 +35,17 @@ pub async fn delete_owned(
 ) -> Result<(&'static str, HeaderValue), ApiError> {
     let mut client = state.primary.get().await?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let txid = crate::db::sync_token(&tx).await?;
     // `table` is one of the API's own table names, never client input.
-    let delete = tx
-        .prepare_cached(&format!(
-            "delete from {table} where id = $1 and owner_id = $2"
-        ))
-        .await
-        .map_err(db_error)?;
-    let deleted = tx.execute(&delete, &[id, &owner]).await.map_err(db_error)?;
+    let delete = async {
+        let delete = tx
+            .prepare_cached(&format!(
+                "delete from {table} where id = $1 and owner_id = $2"
+            ))
+            .await
+            .map_err(db_error)?;
+        tx.execute(&delete, &[id, &owner]).await.map_err(db_error)
+    };
+    let (txid, deleted) = crate::db::sync_token_with(&tx, delete).await?;
     if deleted == 0 {
         return Err(ApiError::NotFound);
     }

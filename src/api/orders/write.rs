@@ -16,7 +16,7 @@ use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
 use crate::api::idempotency::{self, Claim};
 use crate::api::writes;
 use crate::auth::AuthUser;
-use crate::db::{db_error, sync_token};
+use crate::db::{db_error, sync_token_with};
 use crate::error::{ApiError, ErrorBody};
 use crate::read::Row;
 
@@ -43,7 +43,6 @@ pub async fn create_order(
     let fields = body.value.validate()?;
     let mut client = state.primary.get().await?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let txid = sync_token(&tx).await?;
     if let Some(key) = &key {
         let hash = idempotency::request_hash("POST /orders", &body.raw);
         if let Claim::Replay(stored) = idempotency::claim(&tx, &user.sub, key, &hash).await? {
@@ -52,17 +51,17 @@ pub async fn create_order(
         }
     }
     require_product(&tx, fields.product_id, &user.sub).await?;
-    let insert = tx
-        .prepare_cached(
-            "insert into orders (owner_id, product_id, quantity, unit_price_cents, currency,
-                                 ordered_at)
-             values ($1, $2, $3, $4, $5, coalesce($6, now()))
-             returning to_jsonb(orders.*)::text",
-        )
-        .await
-        .map_err(db_error)?;
-    let written = tx
-        .query_one(
+    let insert = async {
+        let insert = tx
+            .prepare_cached(
+                "insert into orders (owner_id, product_id, quantity, unit_price_cents, currency,
+                                     ordered_at)
+                 values ($1, $2, $3, $4, $5, coalesce($6, now()))
+                 returning to_jsonb(orders.*)::text",
+            )
+            .await
+            .map_err(db_error)?;
+        tx.query_one(
             &insert,
             &[
                 &user.sub,
@@ -74,7 +73,9 @@ pub async fn create_order(
             ],
         )
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+    };
+    let (txid, written) = sync_token_with(&tx, insert).await?;
     let view = OrderView::from_row(&Row::from_json(&ORDERS, written.get(0))?);
     if let Some(key) = &key {
         let json = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
@@ -131,19 +132,20 @@ pub async fn update_order(
     patch.check()?;
     let mut client = state.primary.get().await?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let txid = sync_token(&tx).await?;
-    let current = tx
-        .prepare_cached(
-            "select to_jsonb(orders.*)::text from orders
-              where id = $1 and owner_id = $2 for update",
-        )
-        .await
-        .map_err(db_error)?;
-    let row = tx
-        .query_opt(&current, &[&id, &user.sub])
-        .await
-        .map_err(db_error)?
-        .ok_or(ApiError::NotFound)?;
+    let current = async {
+        let current = tx
+            .prepare_cached(
+                "select to_jsonb(orders.*)::text from orders
+                  where id = $1 and owner_id = $2 for update",
+            )
+            .await
+            .map_err(db_error)?;
+        tx.query_opt(&current, &[&id, &user.sub])
+            .await
+            .map_err(db_error)
+    };
+    let (txid, row) = sync_token_with(&tx, current).await?;
+    let row = row.ok_or(ApiError::NotFound)?;
     let current = OrderView::from_row(&Row::from_json(&ORDERS, row.get(0))?);
     let product_changed = patch.product_id.is_some();
     let fields = patch.apply(&current)?;

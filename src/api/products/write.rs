@@ -13,7 +13,7 @@ use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
 use crate::api::idempotency::{self, Claim};
 use crate::api::writes;
 use crate::auth::AuthUser;
-use crate::db::{db_error, sync_token};
+use crate::db::{db_error, sync_token_with};
 use crate::error::{ApiError, ErrorBody};
 use crate::read::Row;
 
@@ -40,7 +40,6 @@ pub async fn create_product(
     let fields = body.value.validate()?;
     let mut client = state.primary.get().await?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let txid = sync_token(&tx).await?;
     if let Some(key) = &key {
         let hash = idempotency::request_hash("POST /products", &body.raw);
         if let Claim::Replay(stored) = idempotency::claim(&tx, &user.sub, key, &hash).await? {
@@ -48,16 +47,16 @@ pub async fn create_product(
             return Ok(idempotency::replay(&state, stored).await);
         }
     }
-    let insert = tx
-        .prepare_cached(
-            "insert into products (owner_id, name, unit, reorder_quantity, price_cents, notes)
-             values ($1, $2, $3, $4, $5, $6)
-             returning to_jsonb(products.*)::text",
-        )
-        .await
-        .map_err(db_error)?;
-    let written = tx
-        .query_one(
+    let insert = async {
+        let insert = tx
+            .prepare_cached(
+                "insert into products (owner_id, name, unit, reorder_quantity, price_cents, notes)
+                 values ($1, $2, $3, $4, $5, $6)
+                 returning to_jsonb(products.*)::text",
+            )
+            .await
+            .map_err(db_error)?;
+        tx.query_one(
             &insert,
             &[
                 &user.sub,
@@ -69,7 +68,9 @@ pub async fn create_product(
             ],
         )
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+    };
+    let (txid, written) = sync_token_with(&tx, insert).await?;
     let view = ProductView::from_row(&Row::from_json(&PRODUCTS, written.get(0))?);
     if let Some(key) = &key {
         let json = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
@@ -106,19 +107,20 @@ pub async fn update_product(
     patch.clone().apply(&placeholder())?;
     let mut client = state.primary.get().await?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let txid = sync_token(&tx).await?;
-    let current = tx
-        .prepare_cached(
-            "select to_jsonb(products.*)::text from products
-              where id = $1 and owner_id = $2 for update",
-        )
-        .await
-        .map_err(db_error)?;
-    let row = tx
-        .query_opt(&current, &[&id, &user.sub])
-        .await
-        .map_err(db_error)?
-        .ok_or(ApiError::NotFound)?;
+    let current = async {
+        let current = tx
+            .prepare_cached(
+                "select to_jsonb(products.*)::text from products
+                  where id = $1 and owner_id = $2 for update",
+            )
+            .await
+            .map_err(db_error)?;
+        tx.query_opt(&current, &[&id, &user.sub])
+            .await
+            .map_err(db_error)
+    };
+    let (txid, row) = sync_token_with(&tx, current).await?;
+    let row = row.ok_or(ApiError::NotFound)?;
     let current = ProductView::from_row(&Row::from_json(&PRODUCTS, row.get(0))?);
     let fields = patch.apply(&current)?;
     let update = tx

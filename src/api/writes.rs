@@ -25,6 +25,29 @@ pub async fn commit(
     Ok(header)
 }
 
+/// The caller's row `id` of `table` as JSON text, locked `for update` until the commit;
+/// `None` when the caller has no such row. The start of an update.
+pub async fn lock_owned(
+    tx: &Transaction<'_>,
+    table: &'static str,
+    id: &uuid::Uuid,
+    owner: &str,
+) -> Result<Option<String>, ApiError> {
+    // `table` is one of the API's own table names, never client input.
+    let select = tx
+        .prepare_cached(&format!(
+            "select to_jsonb({table}.*)::text from {table}
+              where id = $1 and owner_id = $2 for update"
+        ))
+        .await
+        .map_err(db_error)?;
+    let row = tx
+        .query_opt(&select, &[id, &owner])
+        .await
+        .map_err(db_error)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Deletes the caller's row `id` of `table` in one transaction and commits it like any write;
 /// 404 when the caller has no such row. Returns the `X-Sync-Token` header.
 pub async fn delete_owned(

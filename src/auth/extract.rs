@@ -6,6 +6,7 @@
 //! is the API's job, not this module's.
 
 use axum::extract::{FromRef, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Serialize;
@@ -58,7 +59,7 @@ where
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
         }
-        let token = bearer_token(parts)?;
+        let token = bearer_token(&parts.headers)?;
         let auth = Authenticator::from_ref(state);
         match auth.verify(token).await {
             Ok(user) => {
@@ -76,8 +77,8 @@ where
 
 /// The token of `Authorization: Bearer <token>`. A missing header, or another scheme, is
 /// "no token" (RFC 6750 §3.1); a present but unreadable one is an invalid token.
-fn bearer_token(parts: &Parts) -> Result<&str, AuthError> {
-    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
     };

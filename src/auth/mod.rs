@@ -33,7 +33,7 @@ use serde::Serialize;
 pub use config::{AuthConfigError, AuthSettings, DEV_AUDIENCE, DEV_ISSUER, KeySource};
 pub use dev_issuer::{DEV_KEY_FILE, DevIssuer, mint_dev_token};
 pub use error::AuthError;
-pub use extract::{ADMIN_SYNC, AuthUser};
+pub use extract::{ADMIN_SYNC, AuthUser, bearer_token};
 pub use jwks_fetch::JWKS_FILE;
 pub use verify::MAX_TOKEN_BYTES;
 

@@ -8,8 +8,9 @@
 //!   IPv6 clients are keyed by their /64, which one client can rotate within freely.
 //! - **User**: the `sub` of a *verified* token. The middleware verifies the bearer token
 //!   itself (the verifier caches successes, so this is the verification the handler would
-//!   do anyway) and leaves the [`AuthUser`] in the request extensions, where the extractor
-//!   picks it up instead of verifying again. An unverified `sub` is never used: a forged
+//!   do anyway: a cached one is looked up without waiting, only a miss goes async) and
+//!   leaves the [`AuthUser`](crate::auth::AuthUser) in the request extensions, where the
+//!   extractor picks it up instead of verifying again. An unverified `sub` is never used: a forged
 //!   token could otherwise exhaust another user's budget. Invalid tokens are left for the
 //!   extractor to reject; they still count against their IP.
 //!
@@ -29,7 +30,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 use moka::sync::Cache;
@@ -37,7 +37,7 @@ use tower::{Layer, Service};
 
 use super::{BoxedResponse, answered};
 use crate::api::metrics::Metrics;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, bearer_token};
 use crate::error::ApiError;
 
 /// Most keys tracked at once per limiter; beyond it the least recently used are forgotten.
@@ -182,7 +182,7 @@ where
         }
         // The common case decides without waiting: no token, or one verified earlier and
         // still cached. Only a token to verify (which may refetch the JWKS) goes async.
-        let user = match bearer_token(&req) {
+        let user = match bearer_token(req.headers()).ok() {
             None => None,
             Some(token) => match rl.auth.verify_cached(token) {
                 Some(user) => Some(user),
@@ -214,7 +214,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let rl = self.limits.clone();
         Box::pin(async move {
-            if let Some(token) = bearer_token(&req)
+            if let Ok(token) = bearer_token(req.headers())
                 && let Ok(user) = rl.auth.verify(token).await
             {
                 if let Err(wait) = rl.per_user.check(user.sub.as_str()) {
@@ -260,18 +260,6 @@ fn client_ip(req: &Request, behind_fly_proxy: bool) -> IpAddr {
         // No address at all (not served from a socket): one shared key.
         None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
-}
-
-/// The token of exactly one `Authorization: Bearer` header, as the extractor accepts it
-/// (anything else is left for the extractor to answer).
-fn bearer_token(req: &Request) -> Option<&str> {
-    let mut values = req.headers().get_all(AUTHORIZATION).iter();
-    let (value, None) = (values.next()?.to_str().ok()?, values.next()) else {
-        return None;
-    };
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]

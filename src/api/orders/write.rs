@@ -132,21 +132,10 @@ pub async fn update_order(
     patch.check()?;
     let mut client = state.primary.get().await?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let current = async {
-        let current = tx
-            .prepare_cached(
-                "select to_jsonb(orders.*)::text from orders
-                  where id = $1 and owner_id = $2 for update",
-            )
-            .await
-            .map_err(db_error)?;
-        tx.query_opt(&current, &[&id, &user.sub])
-            .await
-            .map_err(db_error)
-    };
-    let (txid, row) = sync_token_with(&tx, current).await?;
-    let row = row.ok_or(ApiError::NotFound)?;
-    let current = OrderView::from_row(&Row::from_json(&ORDERS, row.get(0))?);
+    let current = writes::lock_owned(&tx, TABLE, &id, &user.sub);
+    let (txid, current) = sync_token_with(&tx, current).await?;
+    let current = current.ok_or(ApiError::NotFound)?;
+    let current = OrderView::from_row(&Row::from_json(&ORDERS, &current)?);
     let product_changed = patch.product_id.is_some();
     let fields = patch.apply(&current)?;
     if product_changed {

@@ -107,21 +107,10 @@ pub async fn update_product(
     patch.clone().apply(&placeholder())?;
     let mut client = state.primary.get().await?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let current = async {
-        let current = tx
-            .prepare_cached(
-                "select to_jsonb(products.*)::text from products
-                  where id = $1 and owner_id = $2 for update",
-            )
-            .await
-            .map_err(db_error)?;
-        tx.query_opt(&current, &[&id, &user.sub])
-            .await
-            .map_err(db_error)
-    };
-    let (txid, row) = sync_token_with(&tx, current).await?;
-    let row = row.ok_or(ApiError::NotFound)?;
-    let current = ProductView::from_row(&Row::from_json(&PRODUCTS, row.get(0))?);
+    let current = writes::lock_owned(&tx, TABLE, &id, &user.sub);
+    let (txid, current) = sync_token_with(&tx, current).await?;
+    let current = current.ok_or(ApiError::NotFound)?;
+    let current = ProductView::from_row(&Row::from_json(&PRODUCTS, &current)?);
     let fields = patch.apply(&current)?;
     let update = tx
         .prepare_cached(

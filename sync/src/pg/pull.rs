@@ -156,8 +156,7 @@ pub async fn pull(
         return Ok(PullOutcome::NeedsResync(reason));
     }
     let changes = rows.iter().map(raw_change).collect::<Result<Vec<_>, _>>()?;
-    let one_transaction = changes.first().map(|c| c.txid) == changes.last().map(|c| c.txid);
-    if changes.len() > limit && one_transaction {
+    if cut_inside_one_transaction(&changes, limit) {
         // One transaction larger than the batch: it must be read whole in one snapshot, so
         // read it again with the rest in one transaction (rare: a bulk write).
         return pull_in_transaction(client, statements, from, check).await;
@@ -195,8 +194,7 @@ async fn pull_in_transaction(
         )
         .await?;
     let mut changes = rows.iter().map(raw_change).collect::<Result<Vec<_>, _>>()?;
-    let first_txid = changes.first().map(|c| c.txid);
-    if changes.len() > limit && first_txid == changes.last().map(|c| c.txid) {
+    if cut_inside_one_transaction(&changes, limit) {
         let (txid, last_id): (u64, i64) = (changes[0].txid, rows[rows.len() - 1].get(0));
         let rest = tx
             .query(&statements.rest_of_transaction, &[&(txid as i64), &last_id])
@@ -215,6 +213,12 @@ async fn pull_in_transaction(
     }
     tx.commit().await?;
     Ok(PullOutcome::Pulled(batch(view, changes, &from, limit)))
+}
+
+/// Whether `changes` (read with `limit + 1`) are all of one transaction that goes on past
+/// the batch.
+fn cut_inside_one_transaction(changes: &[RawChange], limit: usize) -> bool {
+    changes.len() > limit && changes.first().map(|c| c.txid) == changes.last().map(|c| c.txid)
 }
 
 /// The batch of whole transactions in `changes` (read with `limit + 1`, in `(txid, id)`

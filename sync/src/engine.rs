@@ -96,6 +96,12 @@ pub struct Engine {
     /// The next batch, pulled while the previous one was being applied:
     /// `(from watermark, snapshot filter, batch)`.
     prefetched: Option<(u64, Option<String>, pull::Pulled)>,
+    /// The replica's cursor as this engine last committed or read it, so that a pull does
+    /// not first wait on the writer thread to read it back. Taken for the length of a step:
+    /// a step that fails leaves it empty, and the next one reads the replica again. (A
+    /// cursor moved behind the engine's back, by `auto-order resync` say, makes the apply
+    /// refuse the batch, which is such a failure.)
+    cursor: Option<ReplicaState>,
 }
 
 impl Engine {
@@ -134,6 +140,7 @@ impl Engine {
             held_back: None,
             last_backlog_count: None,
             prefetched: None,
+            cursor: None,
         };
         Ok((engine, handle))
     }
@@ -225,7 +232,8 @@ impl Engine {
         check_primary_schema(&client).await?;
         self.statements = Some(PullStatements::prepare(&client).await?);
         self.client = Some(client);
-        self.state = match self.shared.replica.state().await? {
+        self.cursor = self.shared.replica.state().await?;
+        self.state = match self.cursor {
             None => State::Resync(ResyncReason::EmptyReplica),
             Some(_) => State::Streaming,
         };
@@ -235,9 +243,15 @@ impl Engine {
     }
 
     async fn pull_and_apply(&mut self) -> Result<Step, SyncError> {
-        let Some(local) = self.shared.replica.state().await? else {
-            self.state = State::Resync(ResyncReason::EmptyReplica);
-            return Ok(Step::Connected);
+        let local = match self.cursor.take() {
+            Some(cursor) => cursor,
+            None => match self.shared.replica.state().await? {
+                Some(persisted) => persisted,
+                None => {
+                    self.state = State::Resync(ResyncReason::EmptyReplica);
+                    return Ok(Step::Connected);
+                }
+            },
         };
         let client = self.client.as_mut().expect("streaming implies connected");
         let statements = self.statements.as_ref().expect("prepared when connected");
@@ -274,6 +288,7 @@ impl Engine {
             let next_watermark = pulled.next_watermark;
             let batch = ApplyBatch {
                 from_watermark: local.watermark,
+                from_snapshot: local.snapshot.clone(),
                 next_watermark,
                 pulled_xmax: pulled.view.xmax,
                 changes: pulled.changes,
@@ -298,19 +313,23 @@ impl Engine {
                 applied?
             };
             // The status first: whoever the watermark wakes sees this batch counted in it.
+            let watermark = applied.state.watermark;
             self.shared.update(|s| {
-                s.watermark = applied.watermark;
-                s.last_change_at = micros(applied.last_change_at_us);
+                s.watermark = watermark;
+                s.last_change_at = micros(applied.state.last_change_at_us);
                 s.applied_batches += 1;
                 s.applied_changes += applied.applied as u64;
             });
-            self.shared.watermark.send_replace(applied.watermark);
+            self.shared.watermark.send_replace(watermark);
             if !applied.touched.is_empty() {
                 let _ = self
                     .shared
                     .events
                     .send(Arc::new(ChangeEvent::Rows(applied.touched)));
             }
+            self.cursor = Some(applied.state);
+        } else {
+            self.cursor = Some(local);
         }
         self.shared.update(|s| {
             s.phase = if caught_up {
@@ -351,6 +370,7 @@ impl Engine {
     async fn resync(&mut self, reason: ResyncReason) -> Result<Step, SyncError> {
         tracing::info!(?reason, "resync started");
         self.prefetched = None;
+        self.cursor = None;
         self.shared.update(|s| s.phase = Phase::Resyncing);
         let started = Instant::now();
         let client = self.client.as_mut().expect("resync implies connected");
@@ -364,6 +384,7 @@ impl Engine {
         let state = loaded?;
 
         self.state = State::Streaming;
+        self.cursor = Some(state.clone());
         self.publish_resync(&state, reason, rows, started.elapsed());
         tracing::info!(
             ?reason,
@@ -407,6 +428,7 @@ impl Engine {
         self.statements = None;
         self.prefetched = None;
         self.held_back = None;
+        self.cursor = None;
         self.state = State::Connecting;
         let message = err.to_string();
         if last_error.as_deref() != Some(message.as_str()) {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use auto_order_sync::handle::ResyncReason;
-use auto_order_sync::rusqlite;
+use auto_order_sync::{Engine, PgConnector, Replica, rusqlite};
 
 use crate::support::edge::{assert_same_as_primary, fast_config};
 use crate::support::{TestDb, TestEdge, wait_until};
@@ -99,6 +99,48 @@ async fn readers_see_whole_data_throughout_forced_resyncs() {
     assert!(reads > 10, "the reader was actually reading ({reads})");
     let last = edge.handle.status().last_resync.expect("resynced");
     assert_eq!(last.reason, ResyncReason::Requested);
+    assert_same_as_primary(&db, &edge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_by_another_process_under_a_running_edge_is_followed() {
+    // Arrange: a running edge, caught up. Its engine keeps the replica's cursor in memory
+    // between pulls.
+    let db = TestDb::new().await;
+    seed_with_orders(&db, 500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
+    edge.catch_up(&db).await;
+    let batches = edge.handle.status().applied_batches;
+
+    // Act: `auto-order resync` (an engine of its own on the same file) while the edge runs,
+    // between writes.
+    db.client
+        .batch_execute(
+            "update products set price_cents = 1
+              where id in (select id from products order by id limit 50)",
+        )
+        .await
+        .unwrap();
+    let replica = Replica::open(&dir.path().join("replica.db"), 1).unwrap();
+    let connector = PgConnector::from_url(&db.url).unwrap();
+    let (mut outside, _) = Engine::new(connector, replica, fast_config())
+        .await
+        .unwrap();
+    outside.resync_now().await.unwrap();
+    drop(outside);
+    db.client
+        .batch_execute(
+            "update products set price_cents = 2
+              where id in (select id from products order by id desc limit 50);
+             delete from orders where id in (select id from orders order by id limit 10);",
+        )
+        .await
+        .unwrap();
+    edge.catch_up(&db).await;
+
+    // Assert: the edge noticed the moved cursor and went on from it.
+    assert!(edge.handle.status().applied_batches > batches);
     assert_same_as_primary(&db, &edge).await;
 }
 

@@ -28,9 +28,10 @@ use crate::pg::pull::{Op, RawChange};
 /// A pulled batch, ready to apply.
 #[derive(Debug)]
 pub struct ApplyBatch {
-    /// The watermark the batch was pulled from; if the replica's differs (a resync ran in
-    /// between) the batch is refused.
+    /// The cursor (watermark and resync snapshot) the batch was pulled from; if the
+    /// replica's differs (a resync ran in between) the batch is refused.
     pub from_watermark: u64,
+    pub from_snapshot: Option<String>,
     pub next_watermark: u64,
     /// `xmax` of the snapshot the batch was pulled under (tombstone expiry).
     pub pulled_xmax: u64,
@@ -38,7 +39,7 @@ pub struct ApplyBatch {
 }
 
 /// What applying a batch did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Applied {
     /// Changes that changed a row (newer than what the replica held).
     pub applied: usize,
@@ -46,8 +47,8 @@ pub struct Applied {
     pub skipped: usize,
     /// `(table, owner_id)` pairs whose rows changed: what caches must forget.
     pub touched: BTreeSet<(&'static str, String)>,
-    pub watermark: u64,
-    pub last_change_at_us: Option<i64>,
+    /// The replica's cursor as committed with the batch.
+    pub state: ReplicaState,
 }
 
 pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied, SyncError> {
@@ -55,20 +56,19 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
     let Some(mut state) = read_state(&tx)? else {
         return Err(SyncError::Transient("replica has no sync state".into()));
     };
-    if state.watermark != batch.from_watermark {
+    if state.watermark != batch.from_watermark || state.snapshot != batch.from_snapshot {
         return Err(SyncError::Transient(format!(
             "replica cursor moved from {} to {} during a pull (a resync ran)",
             batch.from_watermark, state.watermark
         )));
     }
 
-    let mut out = Applied::default();
+    let (mut applied, mut skipped, mut touched) = (0, 0, BTreeSet::new());
     // Tombstones are rare: when there are none (and this batch has deleted nothing yet),
     // upserts skip the tombstone lookups altogether.
-    let mut tombstones_possible: bool =
-        tx.query_row("select exists (select 1 from sync_tombstones)", [], |r| {
-            r.get(0)
-        })?;
+    let mut tombstones_possible: bool = tx
+        .prepare_cached("select exists (select 1 from sync_tombstones)")?
+        .query_row([], |r| r.get(0))?;
     for change in &batch.changes {
         let table = catalog::table(&change.table).ok_or_else(|| {
             SyncError::fatal(format!(
@@ -85,18 +85,21 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
         };
         match owner {
             Some(owner) => {
-                out.applied += 1;
-                out.touched.insert((table.name, owner));
+                applied += 1;
+                touched.insert((table.name, owner));
             }
-            None => out.skipped += 1,
+            None => skipped += 1,
         }
     }
 
     advance(&tx, &mut state, batch)?;
     tx.commit()?;
-    out.watermark = state.watermark;
-    out.last_change_at_us = state.last_change_at_us;
-    Ok(out)
+    Ok(Applied {
+        applied,
+        skipped,
+        touched,
+        state,
+    })
 }
 
 /// Moves the cursor, expires tombstones and the resync snapshot.

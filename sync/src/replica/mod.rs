@@ -34,6 +34,9 @@ const SCHEMA_VERSION: i64 = 2;
 /// Every table the schema creates, for dropping a replica of another layout.
 const SCHEMA_TABLES: &[&str] = &["products", "orders", "sync_tombstones", "sync_state"];
 
+/// Prepared statements the writer keeps.
+const WRITER_STATEMENTS: usize = 32;
+
 /// The writer's own (automatic) checkpoint threshold, in WAL pages of 4 KiB (64 MiB): the
 /// checkpoint thread does the copying, and the writer's checkpoint at this size finds it
 /// nearly done and lets the WAL start over (see [`checkpoint`]).
@@ -75,6 +78,9 @@ impl Replica {
              pragma journal_size_limit = 67108864;",
         )?;
         writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+        // Room for every statement the applier and the loader keep (about twenty), so the
+        // applier's are never parsed again after a resync used the writer.
+        writer.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         let layout: i64 = writer.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if layout != SCHEMA_VERSION {
             if layout != 0 || table_exists(&writer, "sync_state")? {

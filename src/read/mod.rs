@@ -108,14 +108,23 @@ impl Select {
         self.render(&columns.join(", "), |n, _| format!("?{n}"))
     }
 
+    /// The page is selected first and rendered to JSON after: if the planner sorts (a
+    /// bitmap scan plus a top-N sort, as it picks on a table without statistics yet) the
+    /// projection would otherwise run for every row of the owner, not for the page's
+    /// (measured: 6.9 ms instead of 1.0 ms for an owner of 1,000 products).
     fn postgres(&self) -> (String, Vec<String>) {
-        let name = self.table.name;
-        self.render(&format!("to_jsonb({name}.*)::text"), |n, kind| match kind {
+        let (page, params) = self.render("*", |n, kind| match kind {
             ColumnKind::Uuid => format!("${n}::text::uuid"),
             ColumnKind::Timestamptz => format!("${n}::text::timestamptz"),
             ColumnKind::Int4 | ColumnKind::Int8 => format!("${n}::text::bigint"),
             ColumnKind::Text => format!("${n}::text"),
-        })
+        });
+        let sql = format!(
+            "select to_jsonb(page.*)::text from ({page}) page \
+             order by page.{} desc, page.id desc",
+            self.order_by
+        );
+        (sql, params)
     }
 }
 
@@ -186,9 +195,10 @@ mod tests {
         let (sql, params) = select().postgres();
         assert_eq!(
             sql,
-            "select to_jsonb(orders.*)::text from orders where owner_id = $1::text and \
-             ordered_at >= $2::text::timestamptz and (ordered_at, id) < \
-             ($3::text::timestamptz, $4::text::uuid) order by ordered_at desc, id desc limit 21"
+            "select to_jsonb(page.*)::text from (select * from orders where owner_id = $1::text \
+             and ordered_at >= $2::text::timestamptz and (ordered_at, id) < \
+             ($3::text::timestamptz, $4::text::uuid) order by ordered_at desc, id desc limit 21) \
+             page order by page.ordered_at desc, page.id desc"
         );
         assert_eq!(params.len(), 4);
     }

@@ -152,6 +152,11 @@ impl SyncHandle {
         if *rx.borrow() > txid {
             return true;
         }
+        if timeout.is_zero() {
+            // Nobody waits for the answer (`READ_YOUR_WRITES_TIMEOUT_MS=0`: such reads go
+            // to the primary at once), so the engine is not woken for it.
+            return false;
+        }
         // The engine may be idle-waiting: a write just committed, so look now.
         self.shared.wake.notify_one();
         matches!(

@@ -11,10 +11,13 @@
 //! database, and temp dirs for the replicas. Needs the `auto-order` binary next to this one
 //! (or `--edge-bin PATH`).
 //!
-//! Two edges follow the scratch primary:
-//! - **the child edge**: `auto-order serve`, a separate process with default settings. It
-//!   serves the writes through the API, its memory is read from `/proc`, and it is restarted
-//!   on its replica for the cold-start times.
+//! Two edges follow the scratch primary, one at a time:
+//! - **the child edge**: `auto-order serve`, a separate process with default settings. Its
+//!   first start is timed, it serves the writes through the API, its memory is read from
+//!   `/proc`, and it is restarted on its replica for the cold-start times. It is stopped
+//!   while the lag is measured: in a deployment an edge shares its machine with no other
+//!   edge, and here a second one pulling every change on the same two cores as Postgres
+//!   would measure their contention.
 //! - **the lag edge**: the same `Application` the binary runs, built from the same
 //!   configuration defaults, in this process but on its own runtime. The lag of a row is the
 //!   time from the writer receiving its commit acknowledgement to the edge publishing a
@@ -23,7 +26,7 @@
 //!   on). The engine's change events say when that happens, to the microsecond, without
 //!   polling and without waking the engine (a `wait_applied` per row would wake it, and that
 //!   is not what a plain replica does). As a cross-check, a sample of the rows is also
-//!   polled through the child edge's API (`GET /api/products/{id}` every millisecond).
+//!   polled through this edge's API (`GET /api/products/{id}` every millisecond).
 //!
 //! Writes are open-loop: row `i` is sent at `start + i / rate` whatever happened to the
 //! earlier ones, spread over several connections (pipelined), so a slow commit does not lower
@@ -240,10 +243,17 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
         .await?
         .ready;
     let idle_rss = proc_status_kib(child.pid(), "VmRSS")?;
+    // Stopped while the lag is measured: one edge beside the primary, as in a deployment
+    // (a second edge pulling on the same two cores would only measure their contention).
+    // It restarts on its replica for the writes below.
+    let child_port = child.port;
+    child.stop()?;
 
     // The lag edge: the same application, in process, on its own runtime.
     eprintln!("starting the lag edge…");
     let lag_dir = tempfile::tempdir()?;
+    let lag_token =
+        auto_order::auth::mint_dev_token(lag_dir.path(), OWNER, &[], Duration::from_secs(3600))?;
     let lag_edge = LagEdge::start(url, lag_dir.path()).await?;
     let fence = fence(&admin).await?;
     ensure!(
@@ -297,8 +307,8 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
             Probe {
                 database_url: url,
                 http: &http,
-                base_url: child.base_url(),
-                token: &token,
+                base_url: lag_edge.base_url(),
+                token: &lag_token,
                 every: args.probe_every,
             },
         )
@@ -329,7 +339,7 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
         );
         if let Some(api) = steady.api {
             table.add(
-                format!("… the same rows seen through the child edge's API ({rate}/s offered)"),
+                format!("… the same rows seen through the edge's API ({rate}/s offered)"),
                 api.p50_p99_max(),
                 format!(
                     "1 row in {}: `GET /api/products/{{id}}` every 1 ms until 200 \
@@ -342,6 +352,16 @@ async fn run(url: &str, exe: &Path, args: &Args) -> anyhow::Result<()> {
     lag_edge.stop();
 
     // 3. Writes through the edge, beside the same transaction sent directly.
+    eprintln!("restarting the child edge…");
+    let restarted = Instant::now();
+    let mut child = EdgeProcess::start(exe, url, child_dir.path(), Some(child_port))?;
+    wait_health(
+        &http,
+        &child.base_url(),
+        restarted,
+        Duration::from_secs(120),
+    )
+    .await?;
     eprintln!("{} writes through the edge…", args.writes);
     let edge_writes = edge_writes(&http, &child.base_url(), &token, args.writes).await?;
     let direct_tx = edge_shaped_tx(&writers[0].client, args.writes).await?;
@@ -527,6 +547,8 @@ struct LagEdge {
     sync: SyncHandle,
     /// `(watermark, when it was published)`, in publication order.
     published: Arc<Mutex<Vec<(u64, Instant)>>>,
+    /// Its API's port (the cross-check polls rows through it).
+    port: u16,
 }
 
 impl LagEdge {
@@ -537,6 +559,7 @@ impl LagEdge {
             ("DATA_DIR", dir.display().to_string()),
             ("PORT", "0".into()),
             ("LOG_LEVEL", "error".into()),
+            ("RATE_LIMIT_MAX", "1000000000".into()),
         ]);
         let config = Config::from_lookup(|k| env.get(k).cloned())?;
         // Its own threads, like a separate process: the load generator does not delay it.
@@ -546,10 +569,10 @@ impl LagEdge {
             .build()?;
         let published = Arc::new(Mutex::new(Vec::new()));
         let log = published.clone();
-        let sync = runtime
+        let (sync, port) = runtime
             .spawn(async move {
                 let app = Application::build(config).await?;
-                let sync = app.sync();
+                let (sync, port) = (app.sync(), app.port());
                 // Subscribed before the engine starts: no applied batch is missed.
                 let mut events = sync.subscribe();
                 let watched = sync.clone();
@@ -571,14 +594,19 @@ impl LagEdge {
                     }
                 });
                 tokio::spawn(app.run_until_stopped(std::future::pending()));
-                Ok::<_, anyhow::Error>(sync)
+                Ok::<_, anyhow::Error>((sync, port))
             })
             .await??;
         Ok(LagEdge {
             runtime: Some(runtime),
             sync,
             published,
+            port,
         })
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// When the replica first published a watermark past `txid`, if it has.
@@ -788,7 +816,7 @@ async fn poll_visible(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    bail!("product {id} never appeared at the child edge")
+    bail!("product {id} never appeared at the edge")
 }
 
 /// Sequential `POST /api/products`; each must answer 201 with a sync token.

@@ -158,9 +158,10 @@ async fn seed_with_orders(db: &TestDb, n: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_resync_repairs_a_replica_that_drifted_from_the_primary() {
-    // Arrange: a replica of products and orders...
+    // Arrange: a replica of products and orders (several of the snapshot's 4,096-row chunks
+    // each, so that their comparisons run on different workers)...
     let db = TestDb::new().await;
-    seed_with_orders(&db, 3_000).await;
+    seed_with_orders(&db, 10_000).await;
     let dir = tempfile::tempdir().unwrap();
     let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
     edge.catch_up(&db).await;

@@ -15,9 +15,17 @@
 //! - **Merge**, over an existing replica (a forced resync, a pruned cursor, a replaced
 //!   primary): each chunk of the snapshot is compared with the replica's rows of the same
 //!   key range, and only the differences are written. A replica that was nearly current
-//!   costs a read of itself, not a rewrite: the indexes stay, the WAL stays small.
+//!   costs a read of itself, not a rewrite: the indexes stay, the WAL stays small. The
+//!   comparing is most of that cost, so chunks are compared on worker threads with
+//!   read-only connections of their own ([`Differ`]) while the writer writes what differs.
+//!   They read what the writer's transaction started from: it holds the write lock, so
+//!   nothing commits in between, and each chunk's key range is written only after it was
+//!   compared.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rusqlite::types::{Value, ValueRef};
@@ -55,7 +63,10 @@ pub fn load_snapshot(
         Loader::bulk(&tx)?
     } else {
         let same_primary = read_state(&tx)?.is_some_and(|s| s.same_primary(&meta.view));
-        Loader::merge(&tx, same_primary)?
+        let path = tx.path().map(PathBuf::from).ok_or_else(|| {
+            SyncError::fatal("the replica has no file to open readers on".to_owned())
+        })?;
+        Loader::merge(&tx, same_primary, &path)?
     };
     tx.execute("delete from sync_tombstones", [])?;
 
@@ -66,7 +77,7 @@ pub fn load_snapshot(
         let item = items.blocking_recv();
         waited += asked.elapsed();
         match item {
-            Some(SnapshotItem::Rows(table, rows)) => loader.rows(&tx, table, &rows)?,
+            Some(SnapshotItem::Rows(table, rows)) => loader.rows(&tx, table, rows)?,
             Some(SnapshotItem::End) => break,
             Some(SnapshotItem::Begin(_)) | None => {
                 // Dropping `tx` rolls back: the old replica stays whole.
@@ -109,8 +120,10 @@ enum Loader {
         stats: LoadStats,
     },
     Merge {
-        /// Per table, the last key reconciled so far (the snapshot's rows come in key order).
+        /// Per table, the last key handed to the differ (the snapshot's rows come in key
+        /// order).
         done_up_to: HashMap<&'static str, String>,
+        differ: Differ,
         stats: LoadStats,
     },
 }
@@ -131,7 +144,7 @@ impl Loader {
     /// of the change that last wrote an unchanged row is still older than any change the
     /// snapshot does not contain (row locks order a row's changes), and can stay. Rows from
     /// another primary start over at 0 like freshly loaded ones.
-    fn merge(tx: &Transaction<'_>, same_primary: bool) -> Result<Loader, SyncError> {
+    fn merge(tx: &Transaction<'_>, same_primary: bool, path: &Path) -> Result<Loader, SyncError> {
         if !same_primary {
             for table in TABLES {
                 tx.execute(
@@ -145,6 +158,7 @@ impl Loader {
         }
         Ok(Loader::Merge {
             done_up_to: HashMap::new(),
+            differ: Differ::start(path)?,
             stats: LoadStats::default(),
         })
     }
@@ -153,7 +167,7 @@ impl Loader {
         &mut self,
         tx: &Transaction<'_>,
         table: &'static Table,
-        rows: &[Vec<Value>],
+        rows: Vec<Vec<Value>>,
     ) -> Result<(), SyncError> {
         let Some(last) = rows.last() else {
             return Ok(());
@@ -161,17 +175,31 @@ impl Loader {
         match self {
             Loader::Bulk { stats, .. } => {
                 let mut insert = tx.prepare_cached(&insert_sql(table))?;
-                for row in rows {
+                for row in &rows {
                     insert.execute(params_from_iter(row))?;
                 }
                 stats.inserted += rows.len() as u64;
             }
-            Loader::Merge { done_up_to, stats } => {
-                let after = done_up_to.get(table.name).map_or("", String::as_str);
-                check_key_order(table, after, rows)?;
-                let upto = key(table, last)?;
-                merge_chunk(tx, table, rows, after, upto, stats)?;
-                done_up_to.insert(table.name, upto.to_owned());
+            Loader::Merge {
+                done_up_to,
+                differ,
+                stats,
+            } => {
+                let after = done_up_to.get(table.name).cloned().unwrap_or_default();
+                check_key_order(table, &after, &rows)?;
+                let upto = key(table, last)?.to_owned();
+                done_up_to.insert(table.name, upto.clone());
+                differ.send(Chunk {
+                    table,
+                    rows,
+                    after,
+                    upto,
+                })?;
+                // Write what the workers have found, waiting only to bound the chunks in
+                // flight.
+                while let Some(diff) = differ.next_diff(false)? {
+                    write_diff(tx, diff, stats)?;
+                }
             }
         }
         Ok(())
@@ -189,8 +217,12 @@ impl Loader {
             }
             Loader::Merge {
                 done_up_to,
+                mut differ,
                 mut stats,
             } => {
+                while let Some(diff) = differ.next_diff(true)? {
+                    write_diff(tx, diff, &mut stats)?;
+                }
                 for table in TABLES {
                     let after = done_up_to.get(table.name).map_or("", String::as_str);
                     stats.deleted += tx.execute(
@@ -204,61 +236,169 @@ impl Loader {
     }
 }
 
-/// Writes the differences between one key-ordered chunk of the snapshot and the replica's
-/// rows with `after < id <= upto`.
-fn merge_chunk(
-    tx: &Transaction<'_>,
+/// A key-ordered chunk of the snapshot and the key range it covers: `after < id <= upto`.
+struct Chunk {
     table: &'static Table,
-    snapshot: &[Vec<Value>],
-    after: &str,
-    upto: &str,
-    stats: &mut LoadStats,
-) -> Result<(), SyncError> {
-    let (writes, deletes) = diff_chunk(tx, table, snapshot, after, upto, stats)?;
+    rows: Vec<Vec<Value>>,
+    after: String,
+    upto: String,
+}
+
+/// A compared chunk: which of its rows to write, which replica keys to delete.
+struct Diff {
+    chunk: Chunk,
+    writes: Vec<usize>,
+    deletes: Vec<String>,
+    stats: LoadStats,
+}
+
+/// The threads comparing a merge's chunks with the replica, each on a read-only connection
+/// of its own. Chunks go to them in turn; their diffs come back in any order (the key ranges
+/// are disjoint). Dropping it stops them.
+struct Differ {
+    jobs: Vec<std_mpsc::Sender<Chunk>>,
+    diffs: std_mpsc::Receiver<Result<Diff, SyncError>>,
+    workers: Vec<JoinHandle<()>>,
+    next_worker: usize,
+    in_flight: usize,
+}
+
+impl Differ {
+    fn start(path: &Path) -> Result<Differ, SyncError> {
+        // Two cores are what this is measured on; more workers than cores would only contend
+        // with the writer and the copy.
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
+        let (done, diffs) = std_mpsc::channel();
+        let (mut jobs, mut workers) = (Vec::new(), Vec::new());
+        for i in 0..count {
+            let (job, chunks) = std_mpsc::channel::<Chunk>();
+            let (path, done) = (path.to_owned(), done.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("resync-diff-{i}"))
+                .spawn(move || compare_chunks(&path, chunks, done))
+                .map_err(|e| SyncError::fatal(format!("cannot start a resync worker: {e}")))?;
+            jobs.push(job);
+            workers.push(worker);
+        }
+        Ok(Differ {
+            jobs,
+            diffs,
+            workers,
+            next_worker: 0,
+            in_flight: 0,
+        })
+    }
+
+    fn send(&mut self, chunk: Chunk) -> Result<(), SyncError> {
+        let worker = &self.jobs[self.next_worker % self.jobs.len()];
+        self.next_worker += 1;
+        worker
+            .send(chunk)
+            .map_err(|_| SyncError::Transient("a resync worker stopped".into()))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// The next compared chunk: one that is ready; with `all`, every one still in flight
+    /// (waiting for it); otherwise waits only while more than two per worker are in flight.
+    fn next_diff(&mut self, all: bool) -> Result<Option<Diff>, SyncError> {
+        if self.in_flight == 0 {
+            return Ok(None);
+        }
+        let wait = all || self.in_flight > 2 * self.jobs.len();
+        let diff = if wait {
+            self.diffs
+                .recv()
+                .map_err(|_| SyncError::Transient("a resync worker stopped".into()))?
+        } else {
+            match self.diffs.try_recv() {
+                Ok(diff) => diff,
+                Err(std_mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(std_mpsc::TryRecvError::Disconnected) => {
+                    return Err(SyncError::Transient("a resync worker stopped".into()));
+                }
+            }
+        };
+        self.in_flight -= 1;
+        diff.map(Some)
+    }
+}
+
+impl Drop for Differ {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// A diff worker: compares each chunk it is sent with the replica's rows of its range.
+fn compare_chunks(
+    path: &Path,
+    chunks: std_mpsc::Receiver<Chunk>,
+    diffs: std_mpsc::Sender<Result<Diff, SyncError>>,
+) {
+    let conn = match super::open_reader(path) {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = diffs.send(Err(e.into()));
+            return;
+        }
+    };
+    for chunk in chunks {
+        let diff = diff_chunk(&conn, chunk);
+        if diffs.send(diff).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes what a compared chunk found different.
+fn write_diff(tx: &Transaction<'_>, diff: Diff, stats: &mut LoadStats) -> Result<(), SyncError> {
+    let table = diff.chunk.table;
     let mut write = tx.prepare_cached(&write_sql(table))?;
-    for row in writes {
-        write.execute(params_from_iter(row))?;
+    for &i in &diff.writes {
+        write.execute(params_from_iter(&diff.chunk.rows[i]))?;
     }
     let mut delete = tx.prepare_cached(&format!("delete from {} where id = ?1", table.name))?;
-    for id in deletes {
+    for id in &diff.deletes {
         delete.execute([id])?;
     }
+    stats.inserted += diff.stats.inserted;
+    stats.updated += diff.stats.updated;
+    stats.deleted += diff.stats.deleted;
+    stats.unchanged += diff.stats.unchanged;
     Ok(())
 }
 
 /// Walks the chunk and the replica's rows of its key range side by side (both in key order)
-/// and returns the snapshot rows to write and the replica keys to delete. Replica values are
+/// and finds the snapshot rows to write and the replica keys to delete. Replica values are
 /// compared where SQLite holds them, so an unchanged row (the common case) costs no copy.
-fn diff_chunk<'s>(
-    tx: &Transaction<'_>,
-    table: &Table,
-    snapshot: &'s [Vec<Value>],
-    after: &str,
-    upto: &str,
-    stats: &mut LoadStats,
-) -> Result<(Vec<&'s [Value]>, Vec<String>), SyncError> {
+fn diff_chunk(conn: &Connection, chunk: Chunk) -> Result<Diff, SyncError> {
+    let table = chunk.table;
     let names: Vec<&str> = table.column_names().collect();
-    let mut stmt = tx.prepare_cached(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "select {} from {} where id > ?1 and id <= ?2 order by id",
         names.join(", "),
         table.name
     ))?;
-    let mut existing = stmt.query([after, upto])?;
-    let (mut writes, mut deletes) = (Vec::new(), Vec::new());
-    let mut pending = snapshot.iter().peekable();
+    let mut existing = stmt.query([&chunk.after, &chunk.upto])?;
+    let (mut writes, mut deletes, mut stats) = (Vec::new(), Vec::new(), LoadStats::default());
+    let mut pending = chunk.rows.iter().enumerate().peekable();
     while let Some(old) = existing.next()? {
         let old_id: &str = old.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
         // Snapshot rows before this replica row are new.
-        while let Some(new) =
-            pending.next_if(|new| matches!(key(table, new), Ok(id) if id < old_id))
+        while let Some((i, _)) =
+            pending.next_if(|(_, new)| matches!(key(table, new), Ok(id) if id < old_id))
         {
-            writes.push(new.as_slice());
+            writes.push(i);
             stats.inserted += 1;
         }
-        match pending.next_if(|new| matches!(key(table, new), Ok(id) if id == old_id)) {
-            Some(new) if same_row(new, old)? => stats.unchanged += 1,
-            Some(new) => {
-                writes.push(new.as_slice());
+        match pending.next_if(|(_, new)| matches!(key(table, new), Ok(id) if id == old_id)) {
+            Some((_, new)) if same_row(new, old)? => stats.unchanged += 1,
+            Some((i, _)) => {
+                writes.push(i);
                 stats.updated += 1;
             }
             None => {
@@ -267,11 +407,18 @@ fn diff_chunk<'s>(
             }
         }
     }
-    for new in pending {
-        writes.push(new.as_slice());
+    for (i, _) in pending {
+        writes.push(i);
         stats.inserted += 1;
     }
-    Ok((writes, deletes))
+    drop(existing);
+    drop(stmt);
+    Ok(Diff {
+        chunk,
+        writes,
+        deletes,
+        stats,
+    })
 }
 
 /// Whether the replica's row holds exactly the snapshot's values (`sync_version` aside).

@@ -102,16 +102,8 @@ impl Replica {
         let checkpointer = Arc::new(checkpoint::Checkpointer::start(path)?);
 
         let manager = SqliteConnectionManager::file(path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| {
-                c.busy_timeout(BUSY_TIMEOUT)?;
-                c.execute_batch(
-                    "pragma query_only = on;
-                     pragma cache_size = -16384;
-                     pragma mmap_size = 268435456;
-                     pragma threads = 2;",
-                )
-            });
+            .with_flags(READER_FLAGS)
+            .with_init(reader_settings);
         let readers = r2d2::Pool::builder()
             .max_size(readers.max(1))
             .min_idle(Some(1))
@@ -163,6 +155,27 @@ impl Replica {
     pub async fn state(&self) -> Result<Option<state::ReplicaState>, SyncError> {
         self.with_writer(|conn| Ok(state::read_state(conn)?)).await
     }
+}
+
+const READER_FLAGS: OpenFlags =
+    OpenFlags::SQLITE_OPEN_READ_ONLY.union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+
+/// The settings of every read-only connection: the pool's, and a merge's diff workers'.
+fn reader_settings(c: &mut Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(BUSY_TIMEOUT)?;
+    c.execute_batch(
+        "pragma query_only = on;
+         pragma cache_size = -16384;
+         pragma mmap_size = 268435456;
+         pragma threads = 2;",
+    )
+}
+
+/// A read-only connection to the replica at `path`, set up as the pool's are.
+pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open_with_flags(path, READER_FLAGS)?;
+    reader_settings(&mut conn)?;
+    Ok(conn)
 }
 
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {

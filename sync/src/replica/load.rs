@@ -292,9 +292,7 @@ impl Differ {
     fn send(&mut self, chunk: Chunk) -> Result<(), SyncError> {
         let worker = &self.jobs[self.next_worker % self.jobs.len()];
         self.next_worker += 1;
-        worker
-            .send(chunk)
-            .map_err(|_| SyncError::Transient("a resync worker stopped".into()))?;
+        worker.send(chunk).map_err(|_| worker_stopped())?;
         self.in_flight += 1;
         Ok(())
     }
@@ -307,15 +305,13 @@ impl Differ {
         }
         let wait = all || self.in_flight > 2 * self.jobs.len();
         let diff = if wait {
-            self.diffs
-                .recv()
-                .map_err(|_| SyncError::Transient("a resync worker stopped".into()))?
+            self.diffs.recv().map_err(|_| worker_stopped())?
         } else {
             match self.diffs.try_recv() {
                 Ok(diff) => diff,
                 Err(std_mpsc::TryRecvError::Empty) => return Ok(None),
                 Err(std_mpsc::TryRecvError::Disconnected) => {
-                    return Err(SyncError::Transient("a resync worker stopped".into()));
+                    return Err(worker_stopped());
                 }
             }
         };
@@ -331,6 +327,10 @@ impl Drop for Differ {
             let _ = worker.join();
         }
     }
+}
+
+fn worker_stopped() -> SyncError {
+    SyncError::Transient("a resync worker stopped".into())
 }
 
 /// A diff worker: compares each chunk it is sent with the replica's rows of its range.
@@ -411,8 +411,6 @@ fn diff_chunk(conn: &Connection, chunk: Chunk) -> Result<Diff, SyncError> {
         writes.push(i);
         stats.inserted += 1;
     }
-    drop(existing);
-    drop(stmt);
     Ok(Diff {
         chunk,
         writes,

@@ -2,8 +2,10 @@
 //! tables measured in the same run. Prints a markdown table.
 //!
 //! ```text
-//! cargo run --release --bin sync-bench -- [--changes 1000000] [--rows 1000000]
+//! cargo run --release --bin sync-bench -- [--changes 1000000] [--rows 1000000] [--repeat 3]
 //! ```
+//! The bare `COPY` and both resyncs are run `--repeat` times, interleaved (so that a slower
+//! minute of the machine touches all three alike), and their medians are compared.
 //! Uses `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to create
 //! and drop a scratch database, and a temp dir for the replica.
 
@@ -23,12 +25,14 @@ use auto_order as _;
 struct Args {
     changes: i64,
     rows: i64,
+    repeat: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut args = Args {
         changes: 1_000_000,
         rows: 1_000_000,
+        repeat: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,6 +43,7 @@ fn args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--changes" => args.changes = value,
             "--rows" => args.rows = value,
+            "--repeat" => args.repeat = usize::try_from(value)?.max(1),
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -124,29 +129,19 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     client
         .batch_execute("vacuum analyze products, orders, sync.changes")
         .await?;
-    let copy_time = bare_copy(&client).await?;
-
-    // Warm resync: forced over the up-to-date replica (an operator's resync, a pruned cursor).
-    let resyncs = handle.status().resyncs;
-    let started = Instant::now();
-    handle.request_resync();
-    while handle.status().resyncs == resyncs {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let warm_time = started.elapsed();
     stop.cancel();
     task.await?;
 
-    // Cold resync: a new edge with an empty replica (first start, new volume).
-    let empty = tempfile::tempdir()?;
-    let started = Instant::now();
-    let (handle, stop, task) = start_edge(url, empty.path()).await?;
-    while handle.status().resyncs == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let (mut copies, mut warms, mut colds) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.repeat {
+        eprintln!("resync round {round} of {}…", args.repeat);
+        copies.push(bare_copy(&client).await?);
+        warms.push(warm_resync(url, dir.path(), &client).await?);
+        colds.push(cold_resync(url).await?);
     }
-    let cold_time = started.elapsed();
-    stop.cancel();
-    task.await?;
+    let copy_time = median(&mut copies);
+    let warm_time = median(&mut warms);
+    let cold_time = median(&mut colds);
 
     let per_s = |t: Duration| rows as f64 / t.as_secs_f64();
     println!("| measure | value |");
@@ -156,23 +151,83 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         catch_up_time.as_secs_f64(),
         applied as f64 / catch_up_time.as_secs_f64()
     );
+    let spread = |runs: &[Duration]| match (runs.first(), runs.last()) {
+        (Some(low), Some(high)) if runs.len() > 1 => format!(
+            " (median of {}: {:.2}–{:.2} s)",
+            runs.len(),
+            low.as_secs_f64(),
+            high.as_secs_f64()
+        ),
+        _ => String::new(),
+    };
     println!(
-        "| bare `COPY` of the same tables to nowhere ({rows} rows) | {:.2} s ({:.0} rows/s) |",
+        "| bare `COPY` of the same tables to nowhere ({rows} rows){} | {:.2} s ({:.0} rows/s) |",
+        spread(&copies),
         copy_time.as_secs_f64(),
         per_s(copy_time)
     );
-    for (label, time) in [
-        ("resync over an up-to-date replica (forced)", warm_time),
-        ("resync into an empty replica (first start)", cold_time),
+    for (label, time, runs) in [
+        (
+            "resync over an up-to-date replica (forced)",
+            warm_time,
+            &warms,
+        ),
+        (
+            "resync into an empty replica (first start)",
+            cold_time,
+            &colds,
+        ),
     ] {
         println!(
-            "| {label}: {rows} rows | {:.2} s, **{:.0} rows/s**, **{:.2}× the bare COPY** |",
+            "| {label}: {rows} rows{} | {:.2} s, **{:.0} rows/s**, **{:.2}× the bare COPY** |",
+            spread(runs),
             time.as_secs_f64(),
             per_s(time),
             time.as_secs_f64() / copy_time.as_secs_f64()
         );
     }
     Ok(())
+}
+
+/// Sorts `runs` and returns the middle one.
+fn median(runs: &mut [Duration]) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+/// A forced resync over the caught-up replica in `dir` (an operator's resync, a pruned
+/// cursor): merges, writing only what differs.
+async fn warm_resync(
+    url: &str,
+    dir: &std::path::Path,
+    client: &Client,
+) -> anyhow::Result<Duration> {
+    let (handle, stop, task) = start_edge(url, dir).await?;
+    catch_up(client, &handle).await?;
+    let resyncs = handle.status().resyncs;
+    let started = Instant::now();
+    handle.request_resync();
+    while handle.status().resyncs == resyncs {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let time = started.elapsed();
+    stop.cancel();
+    task.await?;
+    Ok(time)
+}
+
+/// A new edge with an empty replica (first start, new volume): a bulk load.
+async fn cold_resync(url: &str) -> anyhow::Result<Duration> {
+    let empty = tempfile::tempdir()?;
+    let started = Instant::now();
+    let (handle, stop, task) = start_edge(url, empty.path()).await?;
+    while handle.status().resyncs == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let time = started.elapsed();
+    stop.cancel();
+    task.await?;
+    Ok(time)
 }
 
 async fn connect(url: &str) -> anyhow::Result<Client> {

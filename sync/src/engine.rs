@@ -379,7 +379,10 @@ impl Engine {
             .shared
             .replica
             .with_writer(move |conn| load_snapshot(conn, items));
-        let (copied, loaded) = tokio::join!(copy_snapshot(client, sink), load);
+        // An empty replica is loaded in bulk, which takes rows in any order (see
+        // `copy_snapshot`); any other is merged, range by range in key order.
+        let key_order = reason != ResyncReason::EmptyReplica;
+        let (copied, loaded) = tokio::join!(copy_snapshot(client, sink, key_order), load);
         let rows = copied?;
         let state = loaded?;
 

@@ -14,6 +14,7 @@
 //!   horizon, the snapshot, migrations, pruning, and the schema check.
 //! - [`replica`]: everything that touches the SQLite file: schema, reader pool, applying a
 //!   batch, loading a snapshot, the persisted cursor.
+//! - [`rows`]: snapshot rows in transit, a chunk of them to one buffer.
 //! - [`engine`]: the state machine (`step()` does one unit of work) and its `run()` loop.
 //! - [`handle`]: what the rest of the process holds: status, "has txid t been applied?",
 //!   resync requests.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod handle;
 pub mod pg;
 pub mod replica;
+pub mod rows;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::SyncError;

@@ -66,12 +66,17 @@ impl Replica {
             })?;
         }
         let mut writer = Connection::open(path)?;
+        // `temp_store = file`: the sorter behind an index rebuild (a resync into an empty
+        // replica) spills sorted runs to temporary files (under `SQLITE_TMPDIR`, else
+        // /var/tmp or /tmp; unlinked at once) and sorts them on `threads` helper threads. In
+        // memory it would hold the whole sort in RAM and use no helper (see
+        // `load::REBUILD_CACHE_KIB`).
         writer.busy_timeout(BUSY_TIMEOUT)?;
         writer.execute_batch(
             "pragma journal_mode = wal;
              pragma synchronous = normal;
              pragma foreign_keys = off;
-             pragma temp_store = memory;
+             pragma temp_store = file;
              pragma cache_size = -65536;
              pragma mmap_size = 268435456;
              pragma threads = 2;

@@ -63,7 +63,11 @@ RUN groupadd --system --gid 10001 auto-order \
 COPY --from=builder /usr/local/bin/auto-order /usr/local/bin/auto-order
 COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
+# SQLITE_TMPDIR: where SQLite's sorter spills while a first resync rebuilds the replica's
+# indexes (about 100 MB per million rows, unlinked at once): the volume, sized for the
+# replica, rather than the machine's small root filesystem.
 ENV DATA_DIR=/data \
+    SQLITE_TMPDIR=/data \
     PORT=8080
 
 EXPOSE 8080

@@ -94,9 +94,11 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
 
     // Catch-up: apply the whole backlog from the log.
     let (handle, stop, task) = start_edge(url, dir.path()).await?;
+    let heap = HeapWatch::start();
     let started = Instant::now();
     catch_up(&client, &handle).await?;
     let catch_up_time = started.elapsed();
+    let catch_up_heap = heap.peak_mib().await;
     let applied = handle.status().applied_changes;
 
     // Resync: top the tables up to `rows`, then a forced snapshot + load.
@@ -110,7 +112,10 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     if present < args.rows {
         client
             .execute(
-                "insert into products (owner_id, name) select 'bench', 'r' || g
+                // Rows like the backlog's (1,000 owners): with one owner the index
+                // rebuild of a first load sorts nearly nothing, and short runs would flatter it.
+                "insert into products (owner_id, name, unit, price_cents)
+                 select 'user-' || (g % 1000), 'product r' || g, 'kg', g % 5000
                    from generate_series(1, $1::bigint) g",
                 &[&(args.rows - present)],
             )
@@ -135,8 +140,11 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
     let (mut copies, mut warms, mut colds) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.repeat {
         eprintln!("resync round {round} of {}…", args.repeat);
+        settle().await;
         copies.push(bare_copy(&client).await?);
+        settle().await;
         warms.push(warm_resync(url, dir.path(), &client).await?);
+        settle().await;
         colds.push(cold_resync(url).await?);
     }
     let copy_time = median(&mut copies);
@@ -151,6 +159,7 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         catch_up_time.as_secs_f64(),
         applied as f64 / catch_up_time.as_secs_f64()
     );
+    println!("| peak process heap (`RssAnon`) during the catch-up | {catch_up_heap:.0} MiB |");
     let spread = |runs: &[Duration]| match (runs.first(), runs.last()) {
         (Some(low), Some(high)) if runs.len() > 1 => format!(
             " (median of {}: {:.2}–{:.2} s)",
@@ -187,6 +196,50 @@ async fn run(url: &str, args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The largest `RssAnon` (heap, not the replica's mapped pages) the process reaches while
+/// it runs, sampled every 10 ms.
+struct HeapWatch {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl HeapWatch {
+    fn start() -> HeapWatch {
+        let stop = CancellationToken::new();
+        let done = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak_kib = 0;
+            while !done.is_cancelled() {
+                peak_kib = peak_kib.max(rss_anon_kib().unwrap_or(0));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak_kib
+        });
+        HeapWatch { stop, task }
+    }
+
+    async fn peak_mib(self) -> f64 {
+        self.stop.cancel();
+        self.task.await.unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+fn rss_anon_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Lets the previous measure's background work finish before the next one is timed: the
+/// replica's checkpoint thread copying a resync's WAL, and the kernel writing back its
+/// pages. Without it, a round's bare `COPY` ran beside the last round's write-back and came
+/// out slower, flattering the ratios.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // `sync` flushes every file system's dirty pages; a failure only makes the figures noisier.
+    let _ = tokio::process::Command::new("sync").status().await;
 }
 
 /// Sorts `runs` and returns the middle one.

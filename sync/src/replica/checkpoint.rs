@@ -11,7 +11,7 @@
 //! a `PASSIVE` checkpoint (which blocks neither the writer nor readers) at most every
 //! [`MIN_INTERVAL`]. Beside a busy writer such a checkpoint never finds the whole WAL
 //! copied, and SQLite only starts a WAL over when it is; the writer therefore keeps an
-//! automatic checkpoint of its own at a much larger size (`WRITER_CHECKPOINT_PAGES`, 64
+//! automatic checkpoint of its own at a much larger size (`WRITER_CHECKPOINT_BYTES`, 64
 //! MiB), which finds nearly everything already copied, syncs, and lets the next write
 //! start the WAL over. (A `RESTART` or `TRUNCATE` checkpoint from this thread would do the
 //! same but make the writer wait out SQLite's busy-handler sleeps: 50 ms stalls, measured.)

@@ -96,9 +96,10 @@ pub fn load_snapshot(
     // Without the writer's automatic checkpoint, which would copy the whole load from the
     // WAL into the database file inside this commit: the checkpoint thread does it
     // afterwards (see `super::checkpoint`).
+    let usual: i64 = tx.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?;
     tx.pragma_update(None, "wal_autocheckpoint", 0)?;
     let committed = tx.commit();
-    conn.pragma_update(None, "wal_autocheckpoint", super::WRITER_CHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "wal_autocheckpoint", usual)?;
     committed?;
     // Where a resync's time goes, for operators sizing replicas (and for tuning this).
     tracing::info!(

@@ -47,7 +47,7 @@ const WRITER_CHECKPOINT_BYTES: i64 = 64 << 20;
 /// resync writes and sorts half as many pages with 8 KiB ones: in `sync-bench` runs
 /// alternating the two sizes, a first load took 2.41–2.65 s against 3.48–3.69 s and a merge
 /// 2.25–2.62 s against 3.07–3.34 s, while the catch-up rate stayed within the machine's noise
-/// (47–67k changes/s either way). A file keeps the size it was created with (a WAL database
+/// (45–67k changes/s at either size). A file keeps the size it was created with (a WAL database
 /// cannot change it without a `VACUUM`), so replicas made before this go on with 4 KiB.
 const PAGE_SIZE: u32 = 8192;
 

@@ -29,9 +29,17 @@ pub struct RawChange {
     pub row_id: String,
     pub op: Op,
     pub version: i64,
-    /// The JSON row image; `None` for deletes.
-    pub data: Option<String>,
+    /// The row image; `None` for deletes.
+    pub data: Option<RowImage>,
     pub changed_at_us: i64,
+}
+
+/// A change's row image: as pulled, or already decoded into the replica's values (see
+/// [`crate::replica::apply::decode_images`]).
+#[derive(Debug, Clone)]
+pub enum RowImage {
+    Json(String),
+    Decoded(Vec<rusqlite::types::Value>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,7 +289,7 @@ fn raw_change(row: &Row) -> Result<RawChange, SyncError> {
         row_id: row.get(3),
         op,
         version: row.get(5),
-        data: row.get(6),
+        data: row.get::<_, Option<String>>(6).map(RowImage::Json),
         changed_at_us: row.get(7),
     })
 }

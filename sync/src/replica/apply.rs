@@ -192,7 +192,7 @@ fn upsert(
         tx.prepare_cached("delete from sync_tombstones where table_name = ?1 and row_id = ?2")?
             .execute(params![table.name, change.row_id])?;
     }
-    Ok(Some(owner_of(table, &values)))
+    Ok(Some(owner_of(table, values)))
 }
 
 /// Deletes the row if the delete is newer, and records the tombstone.
@@ -269,4 +269,55 @@ fn upsert_sql(table: &Table) -> String {
     let version = format!("?{}", table.columns.len() + 1);
     let newer = format!("where excluded.sync_version > {}.sync_version", table.name);
     super::upsert_sql(table, &version, &newer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::PRODUCTS;
+
+    const PRODUCT: &str = r#"{"id": "00000000-0000-0000-0000-000000000001", "owner_id": "alice",
+        "name": "tea", "unit": null, "reorder_quantity": 2, "price_cents": 350, "notes": null,
+        "created_at": "2026-12-01T10:00:00+00:00", "updated_at": "2026-12-01T10:00:00.5+00:00",
+        "version": 7}"#;
+
+    fn change(table: &str, op: Op, data: Option<&str>) -> RawChange {
+        RawChange {
+            txid: 1,
+            table: table.into(),
+            row_id: "00000000-0000-0000-0000-000000000001".into(),
+            op,
+            version: 7,
+            data: data.map(|json| RowImage::Json(json.into())),
+            changed_at_us: 0,
+        }
+    }
+
+    #[test]
+    fn images_decoded_ahead_hold_what_the_apply_would_have_decoded() {
+        let mut changes = vec![
+            change("products", Op::Insert, Some(PRODUCT)),
+            change("products", Op::Delete, None),
+        ];
+        decode_images(&mut changes).unwrap();
+        match &changes[0].data {
+            Some(RowImage::Decoded(values)) => {
+                assert_eq!(values, &row_from_json(&PRODUCTS, PRODUCT).unwrap());
+            }
+            other => panic!("expected a decoded image, got {other:?}"),
+        }
+        assert!(changes[1].data.is_none(), "a delete has no image");
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_decoded_ahead_is_a_fatal_error() {
+        let mut broken = vec![change("products", Op::Update, Some(r#"{"id": "x"}"#))];
+        assert!(decode_images(&mut broken).unwrap_err().is_fatal());
+        let mut unknown = vec![change("invoices", Op::Insert, Some(PRODUCT))];
+        let err = decode_images(&mut unknown).unwrap_err();
+        assert!(
+            err.is_fatal() && err.to_string().contains("invoices"),
+            "{err}"
+        );
+    }
 }

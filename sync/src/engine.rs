@@ -32,6 +32,11 @@ use crate::replica::apply::{ApplyBatch, apply_batch, decode_images};
 use crate::replica::load::load_snapshot;
 use crate::replica::state::ReplicaState;
 
+/// The longest pause between looks while an open transaction holds the horizon, whatever the
+/// fallback poll: when it ends (perhaps without a NOTIFY) the held-back changes should follow
+/// within a second, and a look is one round trip.
+pub const HELD_BACK_MAX_PAUSE: Duration = Duration::from_secs(1);
+
 /// The status counts the backlog up to this many changes (the count is an index scan).
 const BACKLOG_CAP: i64 = 10_000_000;
 
@@ -58,7 +63,8 @@ pub struct EngineConfig {
     pub pull_timeout: Duration,
     /// First pause before looking again when an open transaction holds the horizon (it may
     /// end without a NOTIFY); doubled while the horizon does not move, up to
-    /// `poll_interval`. A NOTIFY still wakes the engine at once.
+    /// `poll_interval` and at most [`HELD_BACK_MAX_PAUSE`]. A NOTIFY still wakes the engine
+    /// at once.
     pub held_back_retry: Duration,
 }
 
@@ -193,8 +199,9 @@ impl Engine {
                         if progressed {
                             held_back_pause = self.config.held_back_retry;
                         }
-                        let pause = held_back_pause.min(self.config.poll_interval);
-                        held_back_pause = (held_back_pause * 2).min(self.config.poll_interval);
+                        let longest = self.config.poll_interval.min(HELD_BACK_MAX_PAUSE);
+                        let pause = held_back_pause.min(longest);
+                        held_back_pause = (held_back_pause * 2).min(longest);
                         pause
                     } else {
                         held_back_pause = self.config.held_back_retry;
@@ -324,9 +331,12 @@ impl Engine {
                     // The status's backlog is counted here too, while the writer applies:
                     // counting a million changes took a tenth of a second, every two.
                     let counted = if count_backlog {
-                        pull::count_backlog(client, next_watermark, BACKLOG_CAP)
-                            .await
-                            .ok()
+                        let count = pull::count_backlog(client, next_watermark, BACKLOG_CAP);
+                        // Bounded like a pull: a black-holed primary must not hold the step.
+                        match tokio::time::timeout(config.pull_timeout, count).await {
+                            Ok(Ok(count)) => Some(count),
+                            _ => None,
+                        }
                     } else {
                         None
                     };
@@ -356,9 +366,10 @@ impl Engine {
             self.cursor = Some(applied.state);
         } else {
             if count_backlog && let Some(client) = self.client.as_ref() {
-                backlog = pull::count_backlog(client, local.watermark, BACKLOG_CAP)
-                    .await
-                    .ok();
+                let count = pull::count_backlog(client, local.watermark, BACKLOG_CAP);
+                if let Ok(Ok(count)) = tokio::time::timeout(self.config.pull_timeout, count).await {
+                    backlog = Some(count);
+                }
             }
             self.cursor = Some(local);
         }

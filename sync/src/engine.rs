@@ -331,12 +331,7 @@ impl Engine {
                     // The status's backlog is counted here too, while the writer applies:
                     // counting a million changes took a tenth of a second, every two.
                     let counted = if count_backlog {
-                        let count = pull::count_backlog(client, next_watermark, BACKLOG_CAP);
-                        // Bounded like a pull: a black-holed primary must not hold the step.
-                        match tokio::time::timeout(config.pull_timeout, count).await {
-                            Ok(Ok(count)) => Some(count),
-                            _ => None,
-                        }
+                        count_backlog_bounded(client, next_watermark, config).await
                     } else {
                         None
                     };
@@ -366,10 +361,7 @@ impl Engine {
             self.cursor = Some(applied.state);
         } else {
             if count_backlog && let Some(client) = self.client.as_ref() {
-                let count = pull::count_backlog(client, local.watermark, BACKLOG_CAP);
-                if let Ok(Ok(count)) = tokio::time::timeout(self.config.pull_timeout, count).await {
-                    backlog = Some(count);
-                }
+                backlog = count_backlog_bounded(client, local.watermark, &self.config).await;
             }
             self.cursor = Some(local);
         }
@@ -487,6 +479,20 @@ impl Engine {
             s.last_error_fatal = fatal;
         });
     }
+}
+
+/// The backlog for the status, bounded like a pull (a black-holed primary must not hold
+/// the step); `None` if it could not be counted.
+async fn count_backlog_bounded(
+    client: &Client,
+    watermark: u64,
+    config: &EngineConfig,
+) -> Option<u64> {
+    let count = pull::count_backlog(client, watermark, BACKLOG_CAP);
+    tokio::time::timeout(config.pull_timeout, count)
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Decodes a prefetched batch's row images on a blocking thread (see

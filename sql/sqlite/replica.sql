@@ -68,3 +68,29 @@ create table if not exists sync_state (
     last_change_at_us integer,
     resynced_at       text    not null
 );
+
+-- What this replica applied, window by window: the count and hash sum of the changes of
+-- txids lo <= txid < hi read with one filter (see sync/src/history.rs). Asked of the primary
+-- at every connect: a window it does not match means the primary's history forked (a
+-- failover that lost commits). Kept for a few minutes of applied history.
+create table if not exists sync_history (
+    lo            integer not null,
+    hi            integer not null,
+    -- the pull's snapshot filter, if any, and which side of it the window counts
+    snapshot      text,
+    visible       integer not null,
+    changes       integer not null,
+    -- wrapping sum of 64-bit change hashes, stored as a signed integer
+    digest        integer not null,
+    -- when the window was opened (unix micros), for retention and periodic checks
+    opened_at_us  integer not null
+);
+create index if not exists sync_history_opened on sync_history (opened_at_us);
+
+-- Columns this binary added to an older replica file: a merge resync fills them from the
+-- primary (reads stay up meanwhile), and clears this list in the same transaction.
+create table if not exists sync_backfill (
+    table_name  text not null,
+    column_name text not null,
+    primary key (table_name, column_name)
+) without rowid;

@@ -61,20 +61,8 @@ pub fn write_timestamp(ts: DateTime<Utc>, text: &mut String) {
 pub fn row_from_json(table: &Table, json: &str) -> Result<Vec<Value>, SyncError> {
     let image: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(json).map_err(|e| decode_error(table, "row image", &e.to_string()))?;
-    // A column added on the primary that this binary does not know: applying the rest would
-    // silently drop it. Stop instead (the operator deploys the matching binary).
-    let unknown: Vec<&str> = image
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !table.columns.iter().any(|c| c.name == *k))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(SyncError::fatal(format!(
-            "replica schema does not match the primary: {} has columns {unknown:?} that \
-             this binary does not know",
-            table.name
-        )));
-    }
+    // Keys this binary does not know (a column added on a newer primary, reported by the
+    // schema check) are ignored: the replica keeps the columns it has.
     table
         .columns
         .iter()

@@ -4,14 +4,32 @@
 //! ```text
 //!            connect + schema check            pull + apply (until caught up)
 //! Connecting ──────────────────────▶ Streaming ◀──────────────────────────────┐
-//!     ▲         │ no replica yet        │ pruned / primary changed / requested │
+//!     ▲         │ no replica yet        │ pruned / primary changed / forked /  │
+//!     │         │ columns to fill       │ requested                            │
 //!     │         ▼                       ▼                                      │
 //!     │       Resync(reason) ─── snapshot COPY ─▶ load in one SQLite txn ──────┘
-//!     └──────── any error (transient: backoff ≤ max; fatal: logged once, slow retry)
+//!     └──────── any error (transient: backoff ≤ max; fatal: logged once, slow retry;
+//!               a failing resync: backoff up to minutes)
 //! ```
+//!
+//! # Forks
+//! Before its first pull on a connection, and every `verify_interval` (for the recent
+//! windows), the engine asks the primary whether it holds the history the replica applied
+//! ([`crate::history`]). A primary that does not (a failover to a standby that lacked
+//! commits, a point-in-time restore) is a fork: the engine converges to the new history
+//! with a merge resync that trusts none of the old versions. Monotonic reads cannot hold
+//! there (the lost commits disappear from the replica): convergence wins, and the status,
+//! the log and the `forks` count say so. A clean switchover is not a fork: the history
+//! matches and the edge keeps its cursor.
+//!
+//! # Staleness
+//! Each pull records the primary's `xmax` and when it was read. Once the watermark passes
+//! such an `xmax`, every transaction the primary had begun by that time is applied: the time
+//! since the latest such pull is how stale the replica may be ([`crate::SyncStatus::staleness`]).
 //! An error drops the Postgres connection; the open SQLite transaction, if any, was rolled
 //! back by the failing call, so the replica is always at a whole-batch boundary.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,10 +40,12 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_postgres::Client;
 
 use crate::error::SyncError;
-use crate::handle::{ChangeEvent, Phase, ResyncInfo, ResyncReason, Shared, SyncHandle};
+use crate::handle::{ChangeEvent, ForkInfo, Phase, ResyncInfo, ResyncReason, Shared, SyncHandle};
+use crate::pg::horizon::horizon_holder;
 use crate::pg::pull::{self, PullFrom, PullOutcome, PullStatements};
 use crate::pg::schema::check_primary_schema;
 use crate::pg::snapshot::copy_snapshot;
+use crate::pg::verify::{ForkEvidence, HistoryCheck, check_history};
 use crate::pg::{PgConnector, PrimaryView};
 use crate::replica::Replica;
 use crate::replica::apply::{ApplyBatch, apply_batch, decode_images};
@@ -39,6 +59,13 @@ pub const HELD_BACK_MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// The status counts the backlog up to this many changes (the count is an index scan).
 const BACKLOG_CAP: i64 = 10_000_000;
+
+/// A horizon held this long gets its holder looked up (and looked up again at most this
+/// often).
+const HOLDER_LOOKUP_AFTER: Duration = Duration::from_secs(5);
+
+/// Pulls remembered for the staleness (see the module doc); older ones are thinned out.
+const OBSERVATIONS: usize = 256;
 
 /// Tuning of the engine; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -66,6 +93,13 @@ pub struct EngineConfig {
     /// `poll_interval` and at most [`HELD_BACK_MAX_PAUSE`]. A NOTIFY still wakes the engine
     /// at once.
     pub held_back_retry: Duration,
+    /// How often the recent applied history is checked against the primary's log (it is
+    /// checked in full at every connect).
+    pub verify_interval: Duration,
+    /// First and largest pause after a failed resync (a resync copies the whole primary:
+    /// one that keeps failing, on a full disk say, must not do so every few seconds).
+    pub resync_backoff: Duration,
+    pub max_resync_backoff: Duration,
 }
 
 impl Default for EngineConfig {
@@ -74,10 +108,15 @@ impl Default for EngineConfig {
             batch_size: 40_000,
             poll_interval: Duration::from_millis(500),
             min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(15),
+            // A failover or a switchover is a few seconds of refused connections: the edge
+            // should be back within seconds of the new primary taking writes.
+            max_backoff: Duration::from_secs(5),
             fatal_retry: Duration::from_secs(30),
             pull_timeout: Duration::from_secs(30),
             held_back_retry: Duration::from_millis(2),
+            verify_interval: Duration::from_secs(30),
+            resync_backoff: Duration::from_secs(1),
+            max_resync_backoff: Duration::from_secs(300),
         }
     }
 }
@@ -86,8 +125,29 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Connected,
-    Applied { changes: usize, caught_up: bool },
-    Resynced { reason: ResyncReason, rows: u64 },
+    Applied {
+        changes: usize,
+        caught_up: bool,
+    },
+    Resynced {
+        reason: ResyncReason,
+        rows: u64,
+    },
+    /// The applied history was checked against the primary's: `windows` matched.
+    Verified {
+        windows: usize,
+    },
+    /// The primary's history forked from the applied one: a resync follows.
+    Forked,
+}
+
+/// How much of the applied history the next check covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// Every retained window: at connect, or when the timeline changed.
+    All,
+    /// The windows opened since two intervals ago: the periodic check.
+    Recent,
 }
 
 enum State {
@@ -117,6 +177,17 @@ pub struct Engine {
     /// cursor moved behind the engine's back, by `auto-order resync` say, makes the apply
     /// refuse the batch, which is such a failure.)
     cursor: Option<ReplicaState>,
+    /// A history check to run before the next pull.
+    verify: Option<Verify>,
+    last_verified: Instant,
+    /// The primary's timeline at the last check.
+    timeline: Option<i32>,
+    /// `(xmax, when read)` of recent pulls whose xmax the watermark has not passed, plus the
+    /// latest one it has (the staleness's base).
+    observations: VecDeque<(u64, chrono::DateTime<Utc>)>,
+    last_holder_lookup: Option<Instant>,
+    /// Resyncs failed in a row.
+    resync_failures: u32,
 }
 
 impl Engine {
@@ -156,6 +227,12 @@ impl Engine {
             last_backlog_count: None,
             prefetched: None,
             cursor: None,
+            verify: None,
+            last_verified: Instant::now(),
+            timeline: None,
+            observations: VecDeque::new(),
+            last_holder_lookup: None,
+            resync_failures: 0,
         };
         Ok((engine, handle))
     }
@@ -167,8 +244,12 @@ impl Engine {
         {
             self.state = State::Resync(ResyncReason::Requested);
         }
+        if self.verify.is_none() && self.last_verified.elapsed() >= self.config.verify_interval {
+            self.verify = Some(Verify::Recent);
+        }
         match self.state {
             State::Connecting => self.connect().await,
+            State::Streaming if self.verify.is_some() => self.check_history().await,
             State::Streaming => self.pull_and_apply().await,
             State::Resync(reason) => self.resync(reason).await,
         }
@@ -210,12 +291,15 @@ impl Engine {
                 }
                 Ok(_) => continue,
                 Err(err) => {
-                    let pause = if err.is_fatal() {
+                    let mut pause = if err.is_fatal() {
                         self.config.fatal_retry
                     } else {
                         backoff
                     };
                     backoff = (backoff * 2).min(self.config.max_backoff);
+                    if matches!(self.state, State::Resync(_)) {
+                        pause = pause.max(self.resync_failed());
+                    }
                     self.fail(&err, &mut last_error);
                     pause
                 }
@@ -245,13 +329,24 @@ impl Engine {
             .connector
             .connect(Some(self.shared.wake.clone()))
             .await?;
-        check_primary_schema(&client).await?;
+        let newer = check_primary_schema(&client).await?;
+        self.note_schema(newer);
         self.statements = Some(PullStatements::prepare(&client).await?);
         self.client = Some(client);
         self.cursor = self.shared.replica.state().await?;
+        let backfill = self.shared.replica.pending_backfill().await?;
         self.state = match self.cursor {
             None => State::Resync(ResyncReason::EmptyReplica),
-            Some(_) => State::Streaming,
+            Some(_) if !backfill.is_empty() => {
+                tracing::info!(columns = ?backfill, "replica columns to fill from the primary");
+                State::Resync(ResyncReason::SchemaUpgrade)
+            }
+            Some(_) => {
+                // Whatever happened while disconnected (a failover, a restore), the history
+                // is checked before the cursor is trusted again.
+                self.verify = Some(Verify::All);
+                State::Streaming
+            }
         };
         self.shared.update(|s| s.primary_reachable = true);
         tracing::info!("connected to the primary");
@@ -281,6 +376,10 @@ impl Engine {
             Some((_, _, pulled)) => pulled,
             None => {
                 match pull_batch(client, statements, &local, local.watermark, &self.config).await? {
+                    PullOutcome::NeedsResync(ResyncReason::Forked) => {
+                        self.forked(None);
+                        return Ok(Step::Forked);
+                    }
                     PullOutcome::NeedsResync(reason) => {
                         tracing::warn!(
                             ?reason,
@@ -296,6 +395,8 @@ impl Engine {
 
         let (changes, caught_up, horizon) =
             (pulled.changes.len(), pulled.caught_up, pulled.view.xmin);
+        let (observed_xmax, observed_at) = (pulled.view.xmax, pulled.pulled_at);
+        let held_back = pulled.held_back;
         self.held_back = pulled
             .held_back
             .then_some(pulled.next_watermark != local.watermark);
@@ -350,6 +451,7 @@ impl Engine {
                 s.last_change_at = micros(applied.state.last_change_at_us);
                 s.applied_batches += 1;
                 s.applied_changes += applied.applied as u64;
+                s.ignored_changes += applied.ignored as u64;
             });
             self.shared.watermark.send_replace(watermark);
             if !applied.touched.is_empty() {
@@ -365,12 +467,26 @@ impl Engine {
             }
             self.cursor = Some(local);
         }
+        let watermark = self.cursor.as_ref().map_or(0, |c| c.watermark);
+        let fresh_as_of = self.observe(observed_xmax, observed_at, watermark);
+        let holder = if held_back {
+            self.look_up_holder(horizon, fresh_as_of).await
+        } else {
+            None
+        };
         self.shared.update(|s| {
             s.phase = if caught_up {
                 Phase::Streaming
             } else {
                 Phase::CatchingUp
             };
+            s.fresh_as_of = fresh_as_of.or(s.fresh_as_of);
+            s.horizon_held = caught_up && held_back;
+            match holder {
+                Some(found) => s.horizon_holder = found,
+                None if !held_back => s.horizon_holder = None,
+                None => {}
+            }
             s.primary_reachable = true;
             s.primary_horizon = Some(horizon);
             s.last_pull_at = Some(Utc::now());
@@ -402,12 +518,15 @@ impl Engine {
         self.cursor = None;
         self.shared.update(|s| s.phase = Phase::Resyncing);
         let started = Instant::now();
-        let client = self.client.as_mut().expect("resync implies connected");
+        let Some(client) = self.client.as_mut() else {
+            return Err(SyncError::Transient("resync without a connection".into()));
+        };
         let (sink, items) = mpsc::channel(8);
+        let forked = reason == ResyncReason::Forked;
         let load = self
             .shared
             .replica
-            .with_writer(move |conn| load_snapshot(conn, items));
+            .with_writer(move |conn| load_snapshot(conn, items, forked));
         // An empty replica is loaded in bulk, which takes rows in any order (see
         // `copy_snapshot`); any other is merged, range by range in key order.
         let key_order = reason != ResyncReason::EmptyReplica;
@@ -417,6 +536,11 @@ impl Engine {
 
         self.state = State::Streaming;
         self.cursor = Some(state.clone());
+        // The history starts at the snapshot, which this connection just read.
+        self.verify = None;
+        self.last_verified = Instant::now();
+        self.resync_failures = 0;
+        self.observations.clear();
         self.publish_resync(&state, reason, rows, started.elapsed());
         tracing::info!(
             ?reason,
@@ -427,6 +551,184 @@ impl Engine {
         Ok(Step::Resynced { reason, rows })
     }
 
+    /// Checks the applied history against the primary's log (see the module doc).
+    async fn check_history(&mut self) -> Result<Step, SyncError> {
+        let scope = self.verify.take().unwrap_or(Verify::Recent);
+        let since = match scope {
+            Verify::All => None,
+            Verify::Recent => {
+                let span = self.config.verify_interval * 2;
+                Some(Utc::now().timestamp_micros() - span.as_micros() as i64)
+            }
+        };
+        let windows = self.shared.replica.history(since).await?;
+        let Some(client) = self.client.as_mut() else {
+            return Err(SyncError::Transient(
+                "history check without a connection".into(),
+            ));
+        };
+        let checked =
+            tokio::time::timeout(self.config.pull_timeout, check_history(client, &windows))
+                .await
+                .map_err(|_| SyncError::Transient("history check timed out".into()))?;
+        let (verdict, view, timeline) = checked?;
+        self.last_verified = Instant::now();
+        let timeline_changed = self.timeline.is_some() && timeline != self.timeline;
+        self.timeline = timeline;
+        self.shared.update(|s| {
+            s.history_checked_at = Some(Utc::now());
+            s.primary_timeline = timeline;
+        });
+        // Another primary altogether, or a pruned cursor: the pull says so and resyncs.
+        let Some(local) = self.cursor.as_ref() else {
+            return Ok(Step::Verified { windows: 0 });
+        };
+        if let Some(reason) = needs_resync(local, &view).filter(|r| *r != ResyncReason::Forked) {
+            tracing::warn!(
+                ?reason,
+                "the change log cannot bring this replica up to date"
+            );
+            self.state = State::Resync(reason);
+            return Ok(Step::Connected);
+        }
+        let went_back = local.history_went_back(&view);
+        match verdict {
+            HistoryCheck::Forked(evidence) => {
+                self.forked(Some(evidence));
+                Ok(Step::Forked)
+            }
+            HistoryCheck::Same { .. } if went_back => {
+                self.forked(None);
+                Ok(Step::Forked)
+            }
+            HistoryCheck::Same { checked } => {
+                if timeline_changed && scope == Verify::Recent {
+                    // A promotion under a live connection (a proxy that kept it): check all.
+                    tracing::info!(?timeline, "the primary's timeline changed");
+                    self.verify = Some(Verify::All);
+                }
+                tracing::debug!(
+                    windows = checked,
+                    ?scope,
+                    "applied history matches the primary"
+                );
+                Ok(Step::Verified { windows: checked })
+            }
+        }
+    }
+
+    /// Records a fork and turns to converging on the new history.
+    fn forked(&mut self, evidence: Option<ForkEvidence>) {
+        let info = ForkInfo {
+            at: Utc::now(),
+            txids: evidence.as_ref().map_or((0, 0), |e| (e.lo, e.hi)),
+            replica_changes: evidence.as_ref().map_or(0, |e| e.replica.changes),
+            primary_changes: evidence.as_ref().map_or(0, |e| e.primary.changes),
+        };
+        tracing::error!(
+            txids = ?info.txids,
+            replica_changes = info.replica_changes,
+            primary_changes = info.primary_changes,
+            "the primary's history forked from this replica's (a failover or restore lost \
+             commits it had applied): converging to the new primary; reads may go back in time"
+        );
+        self.shared.update(|s| {
+            s.forks += 1;
+            s.last_fork = Some(info);
+        });
+        self.prefetched = None;
+        self.state = State::Resync(ResyncReason::Forked);
+    }
+
+    /// Notes, once per change, what the primary has that this binary does not replicate.
+    fn note_schema(&self, newer: Vec<String>) {
+        let changed = {
+            let status = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.primary_schema_newer != newer
+        };
+        if changed && !newer.is_empty() {
+            tracing::warn!(
+                newer = ?newer,
+                "the primary's schema is newer than this binary's replica: going on with what \
+                 it knows (deploy the new release to replicate the rest)"
+            );
+        }
+        self.shared.update(|s| s.primary_schema_newer = newer);
+    }
+
+    /// Records a pull's `(xmax, when)` and returns when the replica was last known to hold
+    /// every transaction the primary had begun (the watermark passed that pull's xmax).
+    fn observe(
+        &mut self,
+        xmax: u64,
+        at: chrono::DateTime<Utc>,
+        watermark: u64,
+    ) -> Option<chrono::DateTime<Utc>> {
+        self.observations.push_back((xmax, at));
+        // Keep the latest observation the watermark has passed, and the ones after it.
+        while self
+            .observations
+            .get(1)
+            .is_some_and(|&(xmax, _)| xmax <= watermark)
+        {
+            self.observations.pop_front();
+        }
+        if self.observations.len() > OBSERVATIONS {
+            self.observations.remove(1);
+        }
+        self.observations
+            .front()
+            .filter(|&&(xmax, _)| xmax <= watermark)
+            .map(|&(_, at)| at)
+    }
+
+    /// Who holds the horizon, once it has been held for [`HOLDER_LOOKUP_AFTER`] (looked up
+    /// at most that often; `None`: not looked up this time).
+    async fn look_up_holder(
+        &mut self,
+        horizon: u64,
+        fresh_as_of: Option<chrono::DateTime<Utc>>,
+    ) -> Option<Option<crate::handle::HorizonHolder>> {
+        let held_for = fresh_as_of.map_or(Duration::MAX, |t| {
+            (Utc::now() - t).to_std().unwrap_or_default()
+        });
+        if held_for < HOLDER_LOOKUP_AFTER
+            || self
+                .last_holder_lookup
+                .is_some_and(|t| t.elapsed() < HOLDER_LOOKUP_AFTER)
+        {
+            return None;
+        }
+        self.last_holder_lookup = Some(Instant::now());
+        let client = self.client.as_ref()?;
+        let lookup = horizon_holder(client, horizon);
+        match tokio::time::timeout(self.config.pull_timeout, lookup).await {
+            Ok(Ok(holder)) => {
+                if let Some(h) = &holder {
+                    tracing::warn!(
+                        pid = h.pid,
+                        application_name = h.application_name.as_deref(),
+                        database = h.database.as_deref(),
+                        transaction_age_s = h.transaction_age_s,
+                        "an open transaction on the primary holds the horizon: changes \
+                         committed after it began wait on every edge"
+                    );
+                }
+                Some(holder)
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts a failed resync and returns the pause before the next try.
+    fn resync_failed(&mut self) -> Duration {
+        self.resync_failures += 1;
+        let failures = self.resync_failures;
+        self.shared.update(|s| s.resync_failures = failures);
+        let doublings = (failures - 1).min(16);
+        (self.config.resync_backoff * 2u32.pow(doublings)).min(self.config.max_resync_backoff)
+    }
+
     fn publish_resync(
         &self,
         state: &ReplicaState,
@@ -434,12 +736,12 @@ impl Engine {
         rows: u64,
         took: Duration,
     ) {
-        self.shared.watermark.send_replace(state.watermark);
-        let _ = self.shared.events.send(Arc::new(ChangeEvent::Everything));
+        // The status first: whoever the watermark wakes sees this resync counted in it.
         self.shared.update(|s| {
             s.ready = true;
             s.watermark = state.watermark;
             s.resyncs += 1;
+            s.resync_failures = 0;
             s.last_pull_at = Some(Utc::now());
             s.last_resync = Some(ResyncInfo {
                 reason,
@@ -448,6 +750,8 @@ impl Engine {
                 duration_ms: took.as_millis() as u64,
             });
         });
+        self.shared.watermark.send_replace(state.watermark);
+        let _ = self.shared.events.send(Arc::new(ChangeEvent::Everything));
     }
 
     /// Records a failed step: drops the connection, logs once per distinct error.
@@ -531,6 +835,9 @@ async fn pull_batch(
 fn needs_resync(local: &ReplicaState, view: &PrimaryView) -> Option<ResyncReason> {
     if !local.same_primary(view) {
         return Some(ResyncReason::PrimaryChanged);
+    }
+    if local.history_went_back(view) {
+        return Some(ResyncReason::Forked);
     }
     if view.pruned_below > local.watermark {
         return Some(ResyncReason::Pruned);

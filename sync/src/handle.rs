@@ -24,6 +24,11 @@ pub enum ResyncReason {
     Pruned,
     /// The primary is not the one the replica was built from (restored or replaced).
     PrimaryChanged,
+    /// The primary's history forked from the one the replica applied (a failover to a
+    /// standby that lacked commits, a point-in-time restore): converge to the new one.
+    Forked,
+    /// This binary added columns to an older replica file; a merge fills them.
+    SchemaUpgrade,
 }
 
 /// What the engine is doing.
@@ -71,6 +76,49 @@ pub struct SyncStatus {
     pub applied_changes: u64,
     pub resyncs: u64,
     pub last_resync: Option<ResyncInfo>,
+    /// Resyncs that failed in a row (each waits longer before the next try).
+    pub resync_failures: u32,
+    /// When the replica was last known to hold every transaction the primary had begun by
+    /// then (see [`SyncStatus::staleness`]).
+    pub fresh_as_of: Option<DateTime<Utc>>,
+    /// The engine is caught up, but an open transaction on the primary holds the horizon.
+    pub horizon_held: bool,
+    /// Who holds the horizon, once it has been held for a while (as far as the role sees).
+    pub horizon_holder: Option<HorizonHolder>,
+    /// Times the primary's history was found to have forked from the applied one.
+    pub forks: u64,
+    pub last_fork: Option<ForkInfo>,
+    /// When the applied history was last checked against the primary's log.
+    pub history_checked_at: Option<DateTime<Utc>>,
+    /// The primary's timeline (changes at every promotion), where readable.
+    pub primary_timeline: Option<i32>,
+    /// What the primary has that this binary does not replicate (`table.column`, `table`):
+    /// its schema is newer; the edge goes on with what it knows.
+    pub primary_schema_newer: Vec<String>,
+    /// Changes of tables this binary does not replicate, ignored.
+    pub ignored_changes: u64,
+}
+
+/// A detected fork, for the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForkInfo {
+    pub at: DateTime<Utc>,
+    /// The first window of applied txids the primary no longer holds as applied.
+    pub txids: (u64, u64),
+    pub replica_changes: u64,
+    pub primary_changes: u64,
+}
+
+/// The primary session whose open transaction holds the horizon.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HorizonHolder {
+    pub pid: Option<i32>,
+    pub application_name: Option<String>,
+    pub database: Option<String>,
+    pub state: Option<String>,
+    pub transaction_age_s: Option<f64>,
+    /// A prepared (two-phase) transaction's global id, when that is what holds it.
+    pub prepared_gid: Option<String>,
 }
 
 impl SyncStatus {
@@ -82,6 +130,59 @@ impl SyncStatus {
     /// Age of the newest applied change.
     pub fn last_change_age(&self) -> Option<Duration> {
         self.last_change_at.map(age)
+    }
+
+    /// How far behind the primary the replica may be: the time since it last held every
+    /// transaction the primary had begun (`None` before the first pull of this process).
+    /// It grows while the engine cannot pull, falls behind, or a long transaction on the
+    /// primary holds the horizon.
+    pub fn staleness(&self) -> Option<Duration> {
+        self.fresh_as_of.map(age)
+    }
+
+    /// Why this edge is not fully healthy, or `None` when it is: the engine streams, the
+    /// primary answers, and the replica is less than `max_staleness` behind.
+    pub fn problem(&self, max_staleness: Duration) -> Option<&'static str> {
+        if !self.ready {
+            return Some("no replica yet");
+        }
+        match self.phase {
+            Phase::Stopped => return Some("sync stopped"),
+            Phase::Resyncing if self.last_fork_recent() => return Some("forked: converging"),
+            Phase::Resyncing => return Some("resyncing"),
+            Phase::Starting | Phase::Connecting => return Some("connecting"),
+            Phase::Retrying if self.last_error_fatal => return Some("sync failing (fatal)"),
+            Phase::Retrying if !self.primary_reachable => return Some("primary unreachable"),
+            Phase::Retrying => return Some("sync failing"),
+            Phase::CatchingUp | Phase::Streaming => {}
+        }
+        if self.staleness().is_none_or(|s| s > max_staleness) {
+            return Some(if self.horizon_held {
+                "stale: a primary transaction holds the horizon"
+            } else {
+                "stale"
+            });
+        }
+        None
+    }
+
+    /// Whether this edge should be taken out of rotation: it is behind by more than
+    /// `max_lag` *by its own fault* while the primary answers. A primary that is down
+    /// (guarantee 5: reads go on) or a horizon held on the primary (every edge is equally
+    /// behind; taking them all out helps nobody) does not count.
+    pub fn lagging(&self, max_lag: Duration) -> bool {
+        self.ready
+            && self.primary_reachable
+            && !(self.horizon_held && self.phase == Phase::Streaming)
+            && self.staleness().is_some_and(|s| s > max_lag)
+    }
+
+    fn last_fork_recent(&self) -> bool {
+        match (&self.last_fork, &self.last_resync) {
+            (Some(fork), Some(resync)) => fork.at > resync.at,
+            (Some(_), None) => true,
+            _ => false,
+        }
     }
 }
 

@@ -18,6 +18,8 @@
 //! - [`engine`]: the state machine (`step()` does one unit of work) and its `run()` loop.
 //! - [`handle`]: what the rest of the process holds: status, "has txid t been applied?",
 //!   resync requests.
+//! - [`history`]: digests of the applied history, to tell a forked primary (a failover that
+//!   lost commits) from the same one.
 //! - [`error`]: transient vs fatal errors.
 //!
 //! # Progress tracking
@@ -32,6 +34,7 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod handle;
+pub mod history;
 pub mod pg;
 pub mod replica;
 pub mod rows;

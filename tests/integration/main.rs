@@ -23,6 +23,7 @@ mod soak;
 mod sync_atomicity;
 mod sync_convergence;
 mod sync_crash;
+mod sync_failover;
 mod sync_faults;
 mod sync_ordering;
 mod sync_recovery;

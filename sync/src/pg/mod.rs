@@ -1,18 +1,22 @@
 //! Everything that talks to the primary Postgres.
 //!
 //! - [`connect`]: connection settings from `DATABASE_URL`, TLS through rustls when asked.
+//! - [`horizon`]: who holds the horizon, when an open transaction does.
 //! - [`pull`]: reading the change log below the snapshot horizon.
 //! - [`snapshot`]: copying every replicated table out of one `REPEATABLE READ` snapshot.
 //! - [`migrate`]: the embedded, versioned migrations of `sql/postgres`.
 //! - [`prune`]: trimming the change log and recording the prune point.
 //! - [`schema`]: checking the primary's tables against the [`crate::catalog`].
+//! - [`verify`]: asking the primary whether it holds the history the replica applied.
 
 pub mod connect;
+pub mod horizon;
 pub mod migrate;
 pub mod prune;
 pub mod pull;
 pub mod schema;
 pub mod snapshot;
+pub mod verify;
 
 pub use connect::PgConnector;
 

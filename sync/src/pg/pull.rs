@@ -24,6 +24,8 @@ use crate::handle::ResyncReason;
 /// blocking thread).
 #[derive(Debug, Clone)]
 pub struct RawChange {
+    /// `sync.changes.id`.
+    pub id: i64,
     pub txid: u64,
     pub table: String,
     pub row_id: String,
@@ -62,6 +64,8 @@ pub struct PullFrom<'a> {
 #[derive(Debug)]
 pub struct Pulled {
     pub view: PrimaryView,
+    /// When the pull was sent (about when its snapshot was taken).
+    pub pulled_at: chrono::DateTime<chrono::Utc>,
     pub changes: Vec<RawChange>,
     /// The watermark once these changes are applied.
     pub next_watermark: u64,
@@ -141,6 +145,7 @@ pub async fn pull(
     check: impl Fn(&PrimaryView) -> Option<ResyncReason>,
 ) -> Result<PullOutcome, SyncError> {
     let limit = from.max_changes.max(1);
+    let pulled_at = chrono::Utc::now();
     // One row past the batch tells "more to read" from "caught up", and lets a batch that
     // ends exactly at a transaction's end keep that transaction.
     let params: [&(dyn ToSql + Sync); 3] = [
@@ -169,7 +174,9 @@ pub async fn pull(
         // read it again with the rest in one transaction (rare: a bulk write).
         return pull_in_transaction(client, statements, from, check).await;
     }
-    Ok(PullOutcome::Pulled(batch(view, changes, &from, limit)))
+    Ok(PullOutcome::Pulled(batch(
+        view, pulled_at, changes, &from, limit,
+    )))
 }
 
 /// A pull with a transaction larger than the batch: round trip by round trip, so that the
@@ -180,6 +187,7 @@ async fn pull_in_transaction(
     from: PullFrom<'_>,
     check: impl Fn(&PrimaryView) -> Option<ResyncReason>,
 ) -> Result<PullOutcome, SyncError> {
+    let pulled_at = chrono::Utc::now();
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -213,6 +221,7 @@ async fn pull_in_transaction(
         tx.commit().await?;
         return Ok(PullOutcome::Pulled(Pulled {
             view,
+            pulled_at,
             changes,
             next_watermark: txid + 1,
             caught_up: false,
@@ -220,7 +229,9 @@ async fn pull_in_transaction(
         }));
     }
     tx.commit().await?;
-    Ok(PullOutcome::Pulled(batch(view, changes, &from, limit)))
+    Ok(PullOutcome::Pulled(batch(
+        view, pulled_at, changes, &from, limit,
+    )))
 }
 
 /// Whether `changes` (read with `limit + 1`) are all of one transaction that goes on past
@@ -233,6 +244,7 @@ fn cut_inside_one_transaction(changes: &[RawChange], limit: usize) -> bool {
 /// order, and not all of one transaction).
 fn batch(
     view: PrimaryView,
+    pulled_at: chrono::DateTime<chrono::Utc>,
     mut changes: Vec<RawChange>,
     from: &PullFrom<'_>,
     limit: usize,
@@ -244,6 +256,7 @@ fn batch(
         return Pulled {
             next_watermark: view.xmin.max(from.watermark),
             view,
+            pulled_at,
             changes,
             caught_up: true,
             held_back,
@@ -255,6 +268,7 @@ fn batch(
     changes.retain(|c| c.txid != last_txid);
     Pulled {
         view,
+        pulled_at,
         changes,
         next_watermark: last_txid,
         caught_up: false,
@@ -284,6 +298,7 @@ fn raw_change(row: &Row) -> Result<RawChange, SyncError> {
         other => return Err(SyncError::fatal(format!("unknown change op {other:?}"))),
     };
     Ok(RawChange {
+        id: row.get(0),
         txid: row.get::<_, i64>(1) as u64,
         table: row.get(2),
         row_id: row.get(3),

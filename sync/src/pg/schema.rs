@@ -1,8 +1,11 @@
 //! Checking the primary's replicated tables against this binary's [`crate::catalog`].
 //!
-//! A mismatch (a column added on the primary by a newer migration, a type changed) means the
-//! replica cannot represent what the primary sends: that is the one fatal error an operator
-//! must act on (deploy the matching binary), so it is reported in one precise sentence.
+//! Migrations are expand/contract (docs/DEPLOY.md): an *additive* change on the primary (a
+//! new column, a new replicated table) must not stop an edge of an older binary, which goes
+//! on applying the columns and tables it knows and reports the rest as "the primary's schema
+//! is newer". A *destructive* change to what this binary reads (a column dropped, renamed or
+//! retyped, a table gone) means the replica cannot represent what the primary sends: that is
+//! a fatal error an operator must act on, reported in one precise sentence.
 
 use std::collections::HashMap;
 
@@ -11,9 +14,10 @@ use tokio_postgres::Client;
 use crate::catalog::TABLES;
 use crate::error::SyncError;
 
-/// Returns a fatal error describing every difference, or `Ok` when they agree.
-pub async fn check_primary_schema(client: &Client) -> Result<(), SyncError> {
-    let mut problems = Vec::new();
+/// Returns a fatal error describing every destructive difference; otherwise what the
+/// primary has that this binary does not replicate (`table.column` or `table`), sorted.
+pub async fn check_primary_schema(client: &Client) -> Result<Vec<String>, SyncError> {
+    let (mut problems, mut newer) = (Vec::new(), Vec::new());
     for table in TABLES.iter().copied() {
         let rows = client
             .query(
@@ -41,15 +45,31 @@ pub async fn check_primary_schema(client: &Client) -> Result<(), SyncError> {
                 Some(_) => {}
             }
         }
-        for extra in primary.keys() {
-            problems.push(format!(
-                "{}.{extra} exists on the primary but not in this binary's replica schema",
-                table.name
-            ));
-        }
+        newer.extend(
+            primary
+                .keys()
+                .map(|extra| format!("{}.{extra}", table.name)),
+        );
     }
+    // Replicated tables (the change-stream trigger is on them) this binary does not know.
+    let replicated = client
+        .query(
+            "select distinct c.relname::text from pg_trigger t
+               join pg_class c on c.oid = t.tgrelid
+              where t.tgname = 'sync_record_change'
+                and c.relnamespace = current_schema()::regnamespace",
+            &[],
+        )
+        .await?;
+    newer.extend(
+        replicated
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|t| TABLES.iter().all(|known| known.name != t)),
+    );
     if problems.is_empty() {
-        Ok(())
+        newer.sort();
+        Ok(newer)
     } else {
         problems.sort();
         Err(SyncError::fatal(format!(

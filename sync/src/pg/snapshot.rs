@@ -10,10 +10,12 @@ use futures_util::{StreamExt, pin_mut};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use super::verify::snapshot_window;
 use super::{PrimaryView, read_view};
 use crate::catalog::{TABLES, Table};
 use crate::decode::CopyRows;
 use crate::error::SyncError;
+use crate::history::Window;
 use crate::rows::RowBlock;
 
 /// Rows sent to the loader per message, at most.
@@ -40,6 +42,8 @@ pub struct SnapshotMeta {
     /// Whether each table's rows come in `id` order (only such a copy can be merged with
     /// existing rows).
     pub key_order: bool,
+    /// The recent changes the snapshot holds, as the first window of the replica's history.
+    pub recent: Window,
 }
 
 /// Streams a consistent copy of every replicated table into `sink`, in `id` order if
@@ -64,10 +68,13 @@ pub async fn copy_snapshot(
     tx.batch_execute("set local enable_sort = on; set local enable_bitmapscan = on")
         .await?;
     let (view, snapshot) = read_view(&tx).await?;
+    let recent_secs = crate::replica::history::RETENTION_US / 1_000_000;
+    let recent = snapshot_window(&tx, &view, &snapshot, recent_secs).await?;
     let meta = SnapshotMeta {
         view,
         snapshot,
         key_order,
+        recent,
     };
     send(&sink, SnapshotItem::Begin(meta)).await?;
 

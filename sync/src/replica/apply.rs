@@ -19,10 +19,12 @@ use std::sync::OnceLock;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
+use super::history;
 use super::state::{ReplicaState, read_state, write_state};
 use crate::catalog::{self, Table};
 use crate::decode::row_from_json;
 use crate::error::SyncError;
+use crate::history::{Digest64, Window};
 use crate::pg::pull::{Op, RawChange, RowImage};
 
 /// A pulled batch, ready to apply.
@@ -45,6 +47,8 @@ pub struct Applied {
     pub applied: usize,
     /// Changes that were older than the replica's row or tombstone.
     pub skipped: usize,
+    /// Changes of tables this binary does not replicate (a newer primary schema), ignored.
+    pub ignored: usize,
     /// `(table, owner_id)` pairs whose rows changed: what caches must forget.
     pub touched: BTreeSet<(&'static str, String)>,
     /// The replica's cursor as committed with the batch.
@@ -63,14 +67,21 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
         )));
     }
 
-    let (mut applied, mut skipped, mut touched) = (0, 0, BTreeSet::new());
+    let (mut applied, mut skipped, mut ignored, mut touched) = (0, 0, 0, BTreeSet::new());
+    let mut digest = Digest64::default();
     // Tombstones are rare: when there are none (and this batch has deleted nothing yet),
     // upserts skip the tombstone lookups altogether.
     let mut tombstones_possible: bool = tx
         .prepare_cached("select exists (select 1 from sync_tombstones)")?
         .query_row([], |r| r.get(0))?;
     for change in &batch.changes {
-        let table = table_of(change)?;
+        // Every change counts in the history's digest, ignored ones too: the primary's log
+        // holds them.
+        digest.add(change.id, change.txid, change.version, change.changed_at_us);
+        let Some(table) = catalog::table(&change.table) else {
+            ignored += 1;
+            continue;
+        };
         let owner = match change.op {
             Op::Insert | Op::Update => upsert(&tx, table, change, tombstones_possible)?,
             Op::Delete => {
@@ -87,11 +98,20 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
         }
     }
 
+    let window = Window {
+        lo: batch.from_watermark,
+        hi: batch.next_watermark,
+        snapshot: batch.from_snapshot.clone(),
+        visible: false,
+        digest,
+    };
+    history::record(&tx, &window, chrono::Utc::now().timestamp_micros())?;
     advance(&tx, &mut state, batch)?;
     tx.commit()?;
     Ok(Applied {
         applied,
         skipped,
+        ignored,
         touched,
         state,
     })
@@ -104,21 +124,15 @@ pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied,
 /// the current one. A change still in JSON is decoded when it is applied.
 pub fn decode_images(changes: &mut [RawChange]) -> Result<(), SyncError> {
     for change in changes {
+        let Some(table) = catalog::table(&change.table) else {
+            continue; // not replicated by this binary: ignored when applied
+        };
         if let Some(RowImage::Json(json)) = &change.data {
-            let values = row_from_json(table_of(change)?, json)?;
+            let values = row_from_json(table, json)?;
             change.data = Some(RowImage::Decoded(values));
         }
     }
     Ok(())
-}
-
-fn table_of(change: &RawChange) -> Result<&'static Table, SyncError> {
-    catalog::table(&change.table).ok_or_else(|| {
-        SyncError::fatal(format!(
-            "replica schema does not match the primary: change for unknown table {:?}",
-            change.table
-        ))
-    })
 }
 
 /// Moves the cursor, expires tombstones and the resync snapshot.
@@ -283,6 +297,7 @@ mod tests {
 
     fn change(table: &str, op: Op, data: Option<&str>) -> RawChange {
         RawChange {
+            id: 1,
             txid: 1,
             table: table.into(),
             row_id: "00000000-0000-0000-0000-000000000001".into(),
@@ -310,14 +325,13 @@ mod tests {
     }
 
     #[test]
-    fn an_image_that_cannot_be_decoded_ahead_is_a_fatal_error() {
+    fn an_image_that_cannot_be_decoded_ahead_is_a_fatal_error_and_unknown_tables_wait() {
         let mut broken = vec![change("products", Op::Update, Some(r#"{"id": "x"}"#))];
         assert!(decode_images(&mut broken).unwrap_err().is_fatal());
+        // A table this binary does not replicate (a newer primary) is left for the apply
+        // to ignore.
         let mut unknown = vec![change("invoices", Op::Insert, Some(PRODUCT))];
-        let err = decode_images(&mut unknown).unwrap_err();
-        assert!(
-            err.is_fatal() && err.to_string().contains("invoices"),
-            "{err}"
-        );
+        decode_images(&mut unknown).unwrap();
+        assert!(matches!(unknown[0].data, Some(RowImage::Json(_))));
     }
 }

@@ -32,6 +32,7 @@ use std::time::Instant;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params_from_iter};
 use tokio::sync::mpsc;
 
+use super::history;
 use super::state::{ReplicaState, read_state, write_state};
 use crate::catalog::{TABLES, Table};
 use crate::decode::format_timestamp;
@@ -49,9 +50,14 @@ struct LoadStats {
 }
 
 /// Consumes a snapshot stream (on a blocking thread) and commits it; returns the new state.
+///
+/// `forked`: the replica's rows came from a history the primary no longer has (a failover
+/// that lost commits), so the versions they were written with mean nothing to the primary's
+/// (lower) ones and start over at 0, as for another primary.
 pub fn load_snapshot(
     conn: &mut Connection,
     mut items: mpsc::Receiver<SnapshotItem>,
+    forked: bool,
 ) -> Result<ReplicaState, SyncError> {
     let Some(SnapshotItem::Begin(meta)) = items.blocking_recv() else {
         return Err(SyncError::Transient(
@@ -65,7 +71,9 @@ pub fn load_snapshot(
     let mut loader = if !meta.key_order || replica_is_empty(&tx)? {
         Loader::bulk(&tx)?
     } else {
-        let same_primary = read_state(&tx)?.is_some_and(|s| s.same_primary(&meta.view));
+        let same_primary = !forked
+            && read_state(&tx)?
+                .is_some_and(|s| s.same_primary(&meta.view) && !s.history_went_back(&meta.view));
         let path = tx.path().map(PathBuf::from).ok_or_else(|| {
             SyncError::fatal("the replica has no file to open readers on".to_owned())
         })?;
@@ -93,6 +101,13 @@ pub fn load_snapshot(
     let finished = started.elapsed();
     let state = state_after(&meta);
     write_state(&tx, &state)?;
+    // The history starts over at the snapshot; columns an upgrade added are filled now.
+    history::reset(
+        &tx,
+        Some(&meta.recent),
+        chrono::Utc::now().timestamp_micros(),
+    )?;
+    tx.execute("delete from sync_backfill", [])?;
     // Without the writer's automatic checkpoint, which would copy the whole load from the
     // WAL into the database file inside this commit: the checkpoint thread does it
     // afterwards (see `super::checkpoint`).
@@ -587,6 +602,13 @@ mod tests {
             },
             snapshot: "10:12:11".into(),
             key_order,
+            recent: crate::history::Window {
+                lo: 10,
+                hi: 12,
+                snapshot: Some("10:12:11".into()),
+                visible: true,
+                digest: Default::default(),
+            },
         };
         for item in [
             SnapshotItem::Begin(meta),
@@ -597,7 +619,7 @@ mod tests {
         }
         drop(sink);
         replica
-            .with_writer(move |conn| load_snapshot(conn, items))
+            .with_writer(move |conn| load_snapshot(conn, items, false))
             .await
             .unwrap()
     }

@@ -8,10 +8,12 @@
 //! - [`state`]: the persisted cursor and the primary identity it belongs to.
 //! - [`apply`]: applying pulled changes (version checks, tombstones, cursor).
 //! - [`load`]: replacing the whole replica with a snapshot, in one transaction.
+//! - [`history`]: the applied history's windows, checked against the primary for forks.
 //! - [`checkpoint`]: copying the WAL back into the database file, off the writer's path.
 
 pub mod apply;
 mod checkpoint;
+pub mod history;
 pub mod load;
 pub mod state;
 
@@ -22,6 +24,7 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::catalog::ColumnKind;
 use crate::error::SyncError;
 
 /// The replica schema, applied at every open (idempotent).
@@ -32,7 +35,14 @@ const SCHEMA: &str = include_str!("../../../sql/sqlite/replica.sql");
 const SCHEMA_VERSION: i64 = 2;
 
 /// Every table the schema creates, for dropping a replica of another layout.
-const SCHEMA_TABLES: &[&str] = &["products", "orders", "sync_tombstones", "sync_state"];
+const SCHEMA_TABLES: &[&str] = &[
+    "products",
+    "orders",
+    "sync_tombstones",
+    "sync_state",
+    "sync_history",
+    "sync_backfill",
+];
 
 /// Prepared statements the writer keeps.
 const WRITER_STATEMENTS: usize = 32;
@@ -120,6 +130,7 @@ impl Replica {
             tx.commit()?;
         }
         writer.execute_batch(SCHEMA)?;
+        add_missing_columns(&mut writer)?;
         let checkpointer = Arc::new(checkpoint::Checkpointer::start(path)?);
 
         let manager = SqliteConnectionManager::file(path)
@@ -172,6 +183,29 @@ impl Replica {
         .map_err(|e| SyncError::Transient(format!("replica writer task failed: {e}")))?
     }
 
+    /// Columns added to this replica that a resync has not filled yet (`table.column`).
+    pub async fn pending_backfill(&self) -> Result<Vec<String>, SyncError> {
+        self.with_writer(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "select table_name || '.' || column_name from sync_backfill order by 1",
+            )?;
+            let names = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(names)
+        })
+        .await
+    }
+
+    /// The applied history's windows opened at or after `since_us` (all with `None`).
+    pub async fn history(
+        &self,
+        since_us: Option<i64>,
+    ) -> Result<Vec<crate::history::Window>, SyncError> {
+        self.with_writer(move |conn| Ok(history::windows(conn, since_us)?))
+            .await
+    }
+
     /// The persisted sync state, `None` before the first snapshot.
     pub async fn state(&self) -> Result<Option<state::ReplicaState>, SyncError> {
         self.with_writer(|conn| Ok(state::read_state(conn)?)).await
@@ -197,6 +231,50 @@ pub(crate) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open_with_flags(path, READER_FLAGS)?;
     reader_settings(&mut conn)?;
     Ok(conn)
+}
+
+/// Brings an older replica file's tables up to this binary's catalog: each column it lacks
+/// is added (null for now) and listed in `sync_backfill`, in one transaction, and the engine
+/// fills the columns with a merge resync while reads go on. (A replica of another layout
+/// altogether is dropped instead: see [`SCHEMA_VERSION`].)
+fn add_missing_columns(conn: &mut Connection) -> Result<(), SyncError> {
+    let tx = conn.transaction()?;
+    for table in crate::catalog::TABLES {
+        let present: Vec<String> = tx
+            .prepare(&format!(
+                "select name from pragma_table_info('{}')",
+                table.name
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for column in table.columns {
+            if present.iter().any(|p| p == column.name) {
+                continue;
+            }
+            let affinity = match column.kind {
+                ColumnKind::Int4 | ColumnKind::Int8 => "integer",
+                ColumnKind::Uuid | ColumnKind::Text | ColumnKind::Timestamptz => "text",
+            };
+            tx.execute(
+                &format!(
+                    "alter table {} add column {} {affinity}",
+                    table.name, column.name
+                ),
+                [],
+            )?;
+            tx.execute(
+                "insert or ignore into sync_backfill (table_name, column_name) values (?1, ?2)",
+                [table.name, column.name],
+            )?;
+            tracing::info!(
+                table = table.name,
+                column = column.name,
+                "replica column added; a resync fills it"
+            );
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {

@@ -20,12 +20,21 @@ pub struct ReplicaState {
 }
 
 impl ReplicaState {
-    /// Whether `view` is the primary this replica was built from, on the same timeline: same
-    /// system, same sync epoch, and txids that did not go back (a restore from backup).
+    /// Whether `view` is the primary this replica was built from: same system, same sync
+    /// epoch. (Whether it still holds the same *history*, after a failover or a restore
+    /// that kept both, is [`ReplicaState::history_went_back`] and [`crate::history`].)
     pub fn same_primary(&self, view: &PrimaryView) -> bool {
         let other_system =
             matches!((self.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
-        !other_system && self.primary_epoch == view.epoch && view.xmax >= self.watermark
+        !other_system && self.primary_epoch == view.epoch
+    }
+
+    /// Whether the primary's horizon is below the watermark. On one history the horizon
+    /// only moves forward (every transaction below the watermark had finished when it was
+    /// set), so a horizon below it means txids restarted: a promoted standby that lacked
+    /// commits, or a restore.
+    pub fn history_went_back(&self, view: &PrimaryView) -> bool {
+        view.xmin < self.watermark
     }
 }
 

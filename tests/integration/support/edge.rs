@@ -153,9 +153,15 @@ pub async fn assert_replica_file_same_as_primary(
     path: &Path,
     context: &dyn std::fmt::Debug,
 ) {
+    assert_replica_matches(&db.client, path, context).await;
+}
+
+/// Asserts the replica file at `path` equals the database behind `primary`, row for row and
+/// column for column.
+pub async fn assert_replica_matches(primary: &Client, path: &Path, context: &dyn std::fmt::Debug) {
     let reader = open_reader(path);
     for table in TABLES {
-        let primary = primary_rows(&db.client, table.name).await;
+        let primary = primary_rows(primary, table.name).await;
         let replica = replica_rows(&reader, table.name);
         if primary.len() != replica.len() {
             let ids = |rows: &Rows| -> std::collections::BTreeSet<Option<String>> {

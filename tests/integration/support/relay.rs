@@ -16,7 +16,8 @@ use tokio::time::Instant;
 
 pub struct Relay {
     pub addr: SocketAddr,
-    upstream: SocketAddr,
+    /// Where new connections go (re-pointed as a leader proxy would after a failover).
+    upstream: Arc<Mutex<SocketAddr>>,
     inner: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: Option<JoinHandle<()>>,
     /// The one-way delay, in microseconds, added to every chunk in both directions.
@@ -30,7 +31,7 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let mut relay = Relay {
             addr,
-            upstream,
+            upstream: Arc::new(Mutex::new(upstream)),
             inner: Default::default(),
             acceptor: None,
             latency_us: Default::default(),
@@ -45,11 +46,15 @@ impl Relay {
     }
 
     fn accept_loop(&self, listener: TcpListener) -> JoinHandle<()> {
-        let (upstream, inner, latency) =
-            (self.upstream, self.inner.clone(), self.latency_us.clone());
+        let (upstream, inner, latency) = (
+            self.upstream.clone(),
+            self.inner.clone(),
+            self.latency_us.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let latency = latency.clone();
+                let upstream = *upstream.lock().unwrap();
                 let pipe = tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         let (client_rx, client_tx) = client.into_split();
@@ -71,6 +76,11 @@ impl Relay {
     pub fn set_latency(&self, delay: Duration) {
         self.latency_us
             .store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Sends new connections to `upstream` from now on (live ones stay where they are).
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap() = upstream;
     }
 
     /// Refuses new connections and drops the live ones.

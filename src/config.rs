@@ -13,6 +13,7 @@
 //! | `CHANGE_RETENTION` | `7d` | how long the change log is kept by the automatic prune |
 //! | `IDEMPOTENCY_KEY_TTL` | `24h` | how long an `Idempotency-Key` is remembered (expired by the same hourly prune) |
 //! | `SYNC_POLL_INTERVAL_MS` | `500` | fallback poll of the change log when no NOTIFY arrives |
+//! | `HEALTH_MAX_LAG_MS` | `30000` | `/api/health` answers 503 (out of rotation) when the replica is further behind than this by its own fault while the primary answers (see `docs/DEPLOY.md`) |
 //! | `API_VERSION` | `v1` | routes are served under `/api` and `/api/{API_VERSION}` |
 //! | `CORS_ORIGIN` | unset (no cross-origin access) | comma-separated allowed origins, or `*` |
 //! | `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW_MS` | `100` / `60000` | requests per window, per client IP and per user |
@@ -44,6 +45,8 @@ pub struct Config {
     pub change_retention: Duration,
     pub idempotency_key_ttl: Duration,
     pub poll_interval: Duration,
+    /// Staleness beyond which health takes the edge out of rotation (if the primary answers).
+    pub health_max_lag: Duration,
     pub api_version: String,
     /// Allowed CORS origins; empty means no cross-origin access, `["*"]` any origin.
     pub cors_origins: Vec<String>,
@@ -92,6 +95,7 @@ impl Config {
             change_retention: duration(&get, "CHANGE_RETENTION", "7d")?,
             idempotency_key_ttl: duration(&get, "IDEMPOTENCY_KEY_TTL", "24h")?,
             poll_interval: Duration::from_millis(parse(&get, "SYNC_POLL_INTERVAL_MS", 500)?),
+            health_max_lag: Duration::from_millis(parse(&get, "HEALTH_MAX_LAG_MS", 30_000)?),
             api_version: get("API_VERSION").unwrap_or_else(|| "v1".into()),
             cors_origins: get("CORS_ORIGIN")
                 .map(|v| {

@@ -1,7 +1,13 @@
 //! `GET /api/health`: liveness plus the replica's status.
 //!
-//! 200 while the replica can serve reads (even if the primary is down: `status` says
-//! `degraded` and how stale), 503 before the first snapshot has been loaded.
+//! `status` is `ok` only while the engine streams, the primary answers and the replica is
+//! fresh; otherwise `degraded`, with `problem` saying why (stopped, failing, forked and
+//! converging, resyncing, stale, primary unreachable). The HTTP code is what Fly's check
+//! acts on: 200 while the replica can serve reads (even with the primary down: guarantee 5),
+//! 503 before the first snapshot, and 503 when the replica is more than `HEALTH_MAX_LAG_MS`
+//! behind *by its own fault* while the primary answers (like LiteFS's max-lag: that edge
+//! leaves rotation and the proxy sends its users to a fresher one). A horizon held on the
+//! primary makes every edge equally stale and takes none out.
 
 use std::time::Duration;
 
@@ -14,7 +20,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 
-/// A replica whose last successful pull is older than this is reported as degraded.
+/// A replica staler than this is reported as degraded (still 200).
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,6 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthView {
     pub status: &'static str,
+    /// Why `status` is not `ok` (absent when it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<&'static str>,
     pub version: &'static str,
     pub region: Option<String>,
     pub primary_region: Option<String>,
@@ -48,32 +57,45 @@ pub struct ReplicaView {
     /// Milliseconds since the newest applied change was made on the primary.
     pub last_change_age_ms: Option<u64>,
     pub backlog: Option<u64>,
+    /// Milliseconds since the replica last held every transaction the primary had begun.
+    pub staleness_ms: Option<u64>,
+    /// An open transaction on the primary holds the horizon (every edge waits for it).
+    pub horizon_held: bool,
+    /// Who holds it, once held for a few seconds (as far as the edge's role can see).
+    #[schema(value_type = Option<Object>)]
+    pub horizon_holder: Option<auto_order_sync::handle::HorizonHolder>,
     pub last_error: Option<String>,
     pub resyncs: u64,
+    /// Resyncs failed in a row (each waits longer before the next).
+    pub resync_failures: u32,
+    /// Times the primary's history forked from the replica's (a failover lost commits);
+    /// the edge converged to the new primary, so reads may have gone back in time.
+    pub forks: u64,
+    #[schema(value_type = Option<Object>)]
+    pub last_fork: Option<auto_order_sync::handle::ForkInfo>,
+    /// What the primary has that this binary does not replicate: its schema is newer.
+    pub primary_schema_newer: Vec<String>,
 }
 
 /// Liveness and replica status.
 #[utoipa::path(get, path = "/health", tag = "health", security(()),
     responses(
         (status = 200, description = "Reads are served (status ok or degraded)", body = HealthView),
-        (status = 503, description = "No replica yet (first sync running)", body = HealthView),
+        (status = 503, description = "No replica yet (first sync running), or lagging beyond HEALTH_MAX_LAG_MS while the primary answers", body = HealthView),
     ))]
 async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthView>) {
     let s = state.sync.status();
     let pull_age = s.since_last_pull();
-    let fresh = pull_age.is_some_and(|age| age < STALE_AFTER);
-    let status = if s.ready && s.primary_reachable && fresh {
-        "ok"
-    } else {
-        "degraded"
-    };
-    let code = if s.ready {
+    let problem = s.problem(STALE_AFTER);
+    let status = if problem.is_none() { "ok" } else { "degraded" };
+    let code = if s.ready && !s.lagging(state.config.health_max_lag) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let view = HealthView {
         status,
+        problem,
         version: env!("CARGO_PKG_VERSION"),
         region: state.config.region.clone(),
         primary_region: state.config.primary_region.clone(),
@@ -87,8 +109,15 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
             last_pull_age_ms: pull_age.map(|d| d.as_millis() as u64),
             last_change_age_ms: s.last_change_age().map(|d| d.as_millis() as u64),
             backlog: s.backlog,
+            staleness_ms: s.staleness().map(|d| d.as_millis() as u64),
+            horizon_held: s.horizon_held,
+            horizon_holder: s.horizon_holder,
             last_error: s.last_error,
             resyncs: s.resyncs,
+            resync_failures: s.resync_failures,
+            forks: s.forks,
+            last_fork: s.last_fork,
+            primary_schema_newer: s.primary_schema_newer,
         },
     };
     (code, Json(view))

@@ -60,10 +60,6 @@ pub const HELD_BACK_MAX_PAUSE: Duration = Duration::from_secs(1);
 /// The status counts the backlog up to this many changes (the count is an index scan).
 const BACKLOG_CAP: i64 = 10_000_000;
 
-/// A horizon held this long gets its holder looked up (and looked up again at most this
-/// often).
-const HOLDER_LOOKUP_AFTER: Duration = Duration::from_secs(5);
-
 /// Pulls remembered for the staleness (see the module doc); older ones are thinned out.
 const OBSERVATIONS: usize = 256;
 
@@ -100,6 +96,9 @@ pub struct EngineConfig {
     /// one that keeps failing, on a full disk say, must not do so every few seconds).
     pub resync_backoff: Duration,
     pub max_resync_backoff: Duration,
+    /// A horizon held this long gets its holder looked up (and looked up again at most this
+    /// often): one query on the primary, and a warning in the log.
+    pub holder_lookup_after: Duration,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +116,7 @@ impl Default for EngineConfig {
             verify_interval: Duration::from_secs(30),
             resync_backoff: Duration::from_secs(1),
             max_resync_backoff: Duration::from_secs(300),
+            holder_lookup_after: Duration::from_secs(5),
         }
     }
 }
@@ -682,8 +682,8 @@ impl Engine {
             .map(|&(_, at)| at)
     }
 
-    /// Who holds the horizon, once it has been held for [`HOLDER_LOOKUP_AFTER`] (looked up
-    /// at most that often; `None`: not looked up this time).
+    /// Who holds the horizon, once it has been held for `holder_lookup_after` (looked up at
+    /// most that often; `None`: not looked up this time).
     async fn look_up_holder(
         &mut self,
         horizon: u64,
@@ -692,11 +692,8 @@ impl Engine {
         let held_for = fresh_as_of.map_or(Duration::MAX, |t| {
             (Utc::now() - t).to_std().unwrap_or_default()
         });
-        if held_for < HOLDER_LOOKUP_AFTER
-            || self
-                .last_holder_lookup
-                .is_some_and(|t| t.elapsed() < HOLDER_LOOKUP_AFTER)
-        {
+        let after = self.config.holder_lookup_after;
+        if held_for < after || self.last_holder_lookup.is_some_and(|t| t.elapsed() < after) {
             return None;
         }
         self.last_holder_lookup = Some(Instant::now());
@@ -725,8 +722,7 @@ impl Engine {
         self.resync_failures += 1;
         let failures = self.resync_failures;
         self.shared.update(|s| s.resync_failures = failures);
-        let doublings = (failures - 1).min(16);
-        (self.config.resync_backoff * 2u32.pow(doublings)).min(self.config.max_resync_backoff)
+        resync_pause(&self.config, failures)
     }
 
     fn publish_resync(
@@ -845,6 +841,27 @@ fn needs_resync(local: &ReplicaState, view: &PrimaryView) -> Option<ResyncReason
     None
 }
 
+/// The pause after `failures` resyncs failed in a row: doubling from `resync_backoff` up to
+/// `max_resync_backoff`.
+fn resync_pause(config: &EngineConfig, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (config.resync_backoff * 2u32.pow(doublings)).min(config.max_resync_backoff)
+}
+
 fn micros(us: Option<i64>) -> Option<chrono::DateTime<Utc>> {
     us.and_then(|us| Utc.timestamp_micros(us).single())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_that_keeps_failing_waits_longer_each_time_up_to_minutes() {
+        let config = EngineConfig::default();
+        let pauses: Vec<u64> = (1..=12)
+            .map(|n| resync_pause(&config, n).as_secs())
+            .collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
 }

@@ -284,3 +284,78 @@ impl SyncHandle {
         &self.shared.replica
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streaming(staleness: Duration) -> SyncStatus {
+        SyncStatus {
+            ready: true,
+            phase: Phase::Streaming,
+            primary_reachable: true,
+            fresh_as_of: Some(Utc::now() - chrono::Duration::from_std(staleness).unwrap()),
+            ..SyncStatus::default()
+        }
+    }
+
+    #[test]
+    fn health_is_ok_only_while_streaming_fresh_from_a_reachable_primary() {
+        let bound = Duration::from_secs(10);
+        assert_eq!(streaming(Duration::from_secs(1)).problem(bound), None);
+        assert_eq!(
+            streaming(Duration::from_secs(11)).problem(bound),
+            Some("stale")
+        );
+        let stopped = SyncStatus {
+            phase: Phase::Stopped,
+            ..streaming(Duration::ZERO)
+        };
+        assert_eq!(stopped.problem(bound), Some("sync stopped"));
+        let fatal = SyncStatus {
+            phase: Phase::Retrying,
+            last_error_fatal: true,
+            ..streaming(Duration::ZERO)
+        };
+        assert_eq!(fatal.problem(bound), Some("sync failing (fatal)"));
+        let forked = SyncStatus {
+            phase: Phase::Resyncing,
+            last_fork: Some(ForkInfo {
+                at: Utc::now(),
+                txids: (1, 2),
+                replica_changes: 1,
+                primary_changes: 0,
+            }),
+            ..streaming(Duration::ZERO)
+        };
+        assert_eq!(forked.problem(bound), Some("forked: converging"));
+    }
+
+    #[test]
+    fn only_an_edge_behind_by_its_own_fault_leaves_rotation() {
+        let max_lag = Duration::from_secs(30);
+        let behind = SyncStatus {
+            phase: Phase::CatchingUp,
+            ..streaming(Duration::from_secs(60))
+        };
+        assert!(behind.lagging(max_lag));
+        let held = SyncStatus {
+            horizon_held: true,
+            ..streaming(Duration::from_secs(60))
+        };
+        assert!(
+            !held.lagging(max_lag),
+            "a held horizon stalls every edge alike"
+        );
+        let primary_down = SyncStatus {
+            phase: Phase::Retrying,
+            primary_reachable: false,
+            ..streaming(Duration::from_secs(600))
+        };
+        assert!(
+            !primary_down.lagging(max_lag),
+            "reads go on without a primary"
+        );
+        assert!(!streaming(Duration::from_secs(1)).lagging(max_lag));
+    }
+}

@@ -28,3 +28,4 @@ mod sync_faults;
 mod sync_ordering;
 mod sync_recovery;
 mod sync_resync;
+mod sync_schema;

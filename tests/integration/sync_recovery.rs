@@ -156,3 +156,49 @@ async fn a_column_dropped_from_what_the_binary_reads_is_a_fatal_error_in_the_sta
         .unwrap();
     assert_eq!(rows, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_horizon_is_reported_with_the_session_that_holds_it() {
+    // Arrange: a synced edge that looks up the holder quickly.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = auto_order_sync::EngineConfig {
+        holder_lookup_after: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let edge = TestEdge::start(&db.url, dir.path(), config).await;
+    edge.catch_up(&db).await;
+
+    // Act: a session opens a transaction with a txid and keeps it open; another commits.
+    let holder = db.connect().await;
+    holder
+        .batch_execute(
+            "set application_name = 'nightly-report'; begin; select pg_current_xact_id();",
+        )
+        .await
+        .unwrap();
+    insert_products(&db, "waiting", 1).await;
+
+    // Assert: the status says the horizon is held, by whom, and the replica is stale.
+    let handle = edge.handle.clone();
+    wait_until("the holder is named", Duration::from_secs(30), || {
+        let h = handle.clone();
+        async move {
+            h.status()
+                .horizon_holder
+                .is_some_and(|x| x.application_name.as_deref() == Some("nightly-report"))
+        }
+    })
+    .await;
+    let status = edge.handle.status();
+    assert!(status.horizon_held, "{status:?}");
+    assert!(status.staleness().unwrap() >= Duration::from_millis(300));
+    holder.batch_execute("rollback").await.unwrap();
+    edge.catch_up(&db).await;
+    let handle = edge.handle.clone();
+    wait_until("the horizon is free", Duration::from_secs(30), || {
+        let h = handle.clone();
+        async move { !h.status().horizon_held && h.status().horizon_holder.is_none() }
+    })
+    .await;
+}

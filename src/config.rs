@@ -13,6 +13,7 @@
 //! | `CHANGE_RETENTION` | `7d` | how long the change log is kept by the automatic prune |
 //! | `IDEMPOTENCY_KEY_TTL` | `24h` | how long an `Idempotency-Key` is remembered (expired by the same hourly prune) |
 //! | `SYNC_POLL_INTERVAL_MS` | `500` | fallback poll of the change log when no NOTIFY arrives |
+//! | `SYNC_DATABASE_URL` | `DATABASE_URL` | where the edge takes its snapshot and pulls changes: typically the Postgres hot standby in its region (writes still go to `DATABASE_URL`, which is the fallback when the standby is down or lags) |
 //! | `HEALTH_MAX_LAG_MS` | `30000` | `/api/health` answers 503 (out of rotation) when the replica is further behind than this by its own fault while the primary answers (see `docs/DEPLOY.md`) |
 //! | `API_VERSION` | `v1` | routes are served under `/api` and `/api/{API_VERSION}` |
 //! | `CORS_ORIGIN` | unset (no cross-origin access) | comma-separated allowed origins, or `*` |
@@ -36,6 +37,8 @@ pub const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/auto_orde
 pub struct Config {
     /// The primary's URL; holds a password, so never printed.
     pub database_url: SecretString,
+    /// Where the sync engine pulls from, when not the primary: a hot standby in this region.
+    pub sync_database_url: Option<SecretString>,
     pub port: u16,
     pub data_dir: PathBuf,
     pub log_level: String,
@@ -86,6 +89,9 @@ impl Config {
             AuthSettings::from_lookup(&data_dir, &get).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Config {
             database_url: SecretString::from(database_url),
+            sync_database_url: get("SYNC_DATABASE_URL")
+                .filter(|url| !url.trim().is_empty())
+                .map(SecretString::from),
             port: parse(&get, "PORT", 8080)?,
             data_dir,
             log_level: get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
@@ -119,6 +125,14 @@ impl Config {
 
     pub fn database_url(&self) -> &str {
         self.database_url.expose_secret()
+    }
+
+    /// The standby to pull from, if one is configured (and is not the primary itself).
+    pub fn sync_database_url(&self) -> Option<&str> {
+        self.sync_database_url
+            .as_ref()
+            .map(|url| url.expose_secret())
+            .filter(|url| *url != self.database_url())
     }
 
     pub fn replica_path(&self) -> PathBuf {

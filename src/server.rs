@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use auto_order_sync::{Engine, EngineConfig, PgConnector, Replica, SyncHandle};
+use auto_order_sync::{Engine, EngineConfig, PgConnector, Replica, StandbySettings, SyncHandle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,9 +41,20 @@ impl Application {
             poll_interval: config.poll_interval,
             ..EngineConfig::default()
         };
-        let (engine, sync) = Engine::new(connector.clone(), replica, engine_config)
+        // Pulls come from the standby in this region when one is configured.
+        let upstream = match config.sync_database_url() {
+            Some(url) => {
+                PgConnector::from_url(url).map_err(|e| anyhow::anyhow!("SYNC_DATABASE_URL: {e}"))?
+            }
+            None => connector.clone(),
+        };
+        let (engine, sync) = Engine::new(upstream, replica, engine_config)
             .await
             .context("Failed to read the replica's sync state")?;
+        let engine = match config.sync_database_url() {
+            Some(_) => engine.pull_from_standby(connector.clone(), StandbySettings::default()),
+            None => engine,
+        };
         let address = SocketAddr::from(([0, 0, 0, 0], config.port));
         let listener = TcpListener::bind(address)
             .await
@@ -94,6 +105,11 @@ impl Application {
             stop.clone(),
         ));
         let engine = tokio::spawn(self.engine.run(stop.clone().cancelled_owned()));
+        // Wakes every edge when the change log grows (one edge is elected to do it).
+        let announcer = tokio::spawn(auto_order_sync::pg::announce::run(
+            self.connector.clone(),
+            stop.clone().cancelled_owned(),
+        ));
         let pruner = self.state.config.is_primary_region().then(|| {
             spawn_pruner(
                 self.connector.clone(),
@@ -113,6 +129,7 @@ impl Application {
 
         stop.cancel();
         let _ = engine.await;
+        let _ = announcer.await;
         let _ = invalidation.await;
         if let Some(pruner) = pruner {
             let _ = pruner.await;

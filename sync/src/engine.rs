@@ -51,6 +51,7 @@ use crate::replica::Replica;
 use crate::replica::apply::{ApplyBatch, apply_batch, decode_images};
 use crate::replica::load::load_snapshot;
 use crate::replica::state::ReplicaState;
+use crate::source::{Source, StandbySettings, Upstream};
 
 /// The longest pause between looks while an open transaction holds the horizon, whatever the
 /// fallback poll: when it ends (perhaps without a NOTIFY) the held-back changes should follow
@@ -157,7 +158,8 @@ enum State {
 }
 
 pub struct Engine {
-    connector: PgConnector,
+    /// Where pulls and snapshots come from: the primary, or a standby in the region.
+    source: Source,
     config: EngineConfig,
     shared: Arc<Shared>,
     client: Option<Client>,
@@ -188,6 +190,8 @@ pub struct Engine {
     last_holder_lookup: Option<Instant>,
     /// Resyncs failed in a row.
     resync_failures: u32,
+    /// A full history check is still owed (a standby was behind the replica).
+    full_check_pending: bool,
 }
 
 impl Engine {
@@ -217,7 +221,7 @@ impl Engine {
             shared: shared.clone(),
         };
         let engine = Engine {
-            connector,
+            source: Source::primary(connector),
             config,
             shared,
             client: None,
@@ -233,19 +237,35 @@ impl Engine {
             observations: VecDeque::new(),
             last_holder_lookup: None,
             resync_failures: 0,
+            full_check_pending: false,
         };
         Ok((engine, handle))
     }
 
+    /// Pulls and snapshots from the standby this engine was built with (`SYNC_DATABASE_URL`,
+    /// a hot standby in the edge's region), falling back to `primary` (see [`crate::source`]).
+    pub fn pull_from_standby(mut self, primary: PgConnector, settings: StandbySettings) -> Engine {
+        self.source = self.source.into_standby(primary, settings);
+        self
+    }
+
     /// Does one unit of work: connect, pull and apply one batch, or resync.
     pub async fn step(&mut self) -> Result<Step, SyncError> {
+        if matches!(self.state, State::Streaming) && self.source.standby_due() {
+            // Back to the standby after a spell on the primary.
+            self.disconnect();
+        }
         if !matches!(self.state, State::Connecting)
             && self.shared.resync_requested.swap(false, Ordering::SeqCst)
         {
             self.state = State::Resync(ResyncReason::Requested);
         }
         if self.verify.is_none() && self.last_verified.elapsed() >= self.config.verify_interval {
-            self.verify = Some(Verify::Recent);
+            self.verify = Some(if self.full_check_pending {
+                Verify::All
+            } else {
+                Verify::Recent
+            });
         }
         match self.state {
             State::Connecting => self.connect().await,
@@ -286,7 +306,7 @@ impl Engine {
                         pause
                     } else {
                         held_back_pause = self.config.held_back_retry;
-                        self.config.poll_interval
+                        self.source.poll_interval(self.config.poll_interval)
                     }
                 }
                 Ok(_) => continue,
@@ -325,10 +345,15 @@ impl Engine {
 
     async fn connect(&mut self) -> Result<Step, SyncError> {
         self.shared.update(|s| s.phase = Phase::Connecting);
-        let client = self
-            .connector
-            .connect(Some(self.shared.wake.clone()))
-            .await?;
+        let client = self.source.connect(self.shared.wake.clone()).await?;
+        let (upstream, note) = (
+            self.source.connected_to(),
+            self.source.note().map(str::to_owned),
+        );
+        self.shared.update(|s| {
+            s.upstream = upstream;
+            s.upstream_note = note;
+        });
         let newer = check_primary_schema(&client).await?;
         self.note_schema(newer);
         self.statements = Some(PullStatements::prepare(&client).await?);
@@ -349,7 +374,7 @@ impl Engine {
             }
         };
         self.shared.update(|s| s.primary_reachable = true);
-        tracing::info!("connected to the primary");
+        tracing::info!(?upstream, "connected");
         Ok(Step::Connected)
     }
 
@@ -375,7 +400,17 @@ impl Engine {
         let pulled = match prefetched {
             Some((_, _, pulled)) => pulled,
             None => {
-                match pull_batch(client, statements, &local, local.watermark, &self.config).await? {
+                let on_standby = self.source.connected_to() == Upstream::Standby;
+                match pull_batch(
+                    client,
+                    statements,
+                    &local,
+                    local.watermark,
+                    &self.config,
+                    on_standby,
+                )
+                .await?
+                {
                     PullOutcome::NeedsResync(ResyncReason::Forked) => {
                         self.forked(None);
                         return Ok(Step::Forked);
@@ -422,9 +457,17 @@ impl Engine {
                 let client = self.client.as_mut().expect("streaming implies connected");
                 let statements = self.statements.as_ref().expect("prepared when connected");
                 let config = &self.config;
+                let on_standby = self.source.connected_to() == Upstream::Standby;
                 let (applied, (next, counted)) = tokio::join!(apply, async {
-                    let next = match pull_batch(client, statements, &local, next_watermark, config)
-                        .await
+                    let next = match pull_batch(
+                        client,
+                        statements,
+                        &local,
+                        next_watermark,
+                        config,
+                        on_standby,
+                    )
+                    .await
                     {
                         Ok(PullOutcome::Pulled(next)) => decode_ahead(next).await,
                         _ => None,
@@ -496,7 +539,20 @@ impl Engine {
                 s.backlog = backlog;
             }
         });
+        if self.source.standby_lags(watermark).await {
+            let note = self.source.note().map(str::to_owned);
+            self.shared.update(|s| s.upstream_note = note);
+            self.disconnect();
+        }
         Ok(Step::Applied { changes, caught_up })
+    }
+
+    /// Drops the connection; the next step connects again (to whichever upstream is due).
+    fn disconnect(&mut self) {
+        self.client = None;
+        self.statements = None;
+        self.prefetched = None;
+        self.state = State::Connecting;
     }
 
     /// Whether to count the backlog for the status: at most every two seconds while
@@ -583,7 +639,7 @@ impl Engine {
         let Some(local) = self.cursor.as_ref() else {
             return Ok(Step::Verified { windows: 0 });
         };
-        if let Some(reason) = needs_resync(local, &view).filter(|r| *r != ResyncReason::Forked) {
+        if let Some(reason) = needs_resync(local, &view, true) {
             tracing::warn!(
                 ?reason,
                 "the change log cannot bring this replica up to date"
@@ -592,6 +648,19 @@ impl Engine {
             return Ok(Step::Connected);
         }
         let went_back = local.history_went_back(&view);
+        if went_back && self.source.connected_to() == Upstream::Standby {
+            // A standby that has not replayed as far as the replica: look again in a
+            // second, in full, once it may have.
+            self.full_check_pending = true;
+            self.last_verified = Instant::now()
+                .checked_sub(self.config.verify_interval)
+                .unwrap_or_else(Instant::now)
+                + Duration::from_secs(1);
+            return Ok(Step::Verified { windows: 0 });
+        }
+        if scope == Verify::All {
+            self.full_check_pending = false;
+        }
         match verdict {
             HistoryCheck::Forked(evidence) => {
                 self.forked(Some(evidence));
@@ -813,6 +882,7 @@ async fn pull_batch(
     local: &ReplicaState,
     watermark: u64,
     config: &EngineConfig,
+    on_standby: bool,
 ) -> Result<PullOutcome, SyncError> {
     let from = PullFrom {
         watermark,
@@ -821,18 +891,26 @@ async fn pull_batch(
     };
     tokio::time::timeout(
         config.pull_timeout,
-        pull::pull(client, statements, from, |view| needs_resync(local, view)),
+        pull::pull(client, statements, from, |view| {
+            needs_resync(local, view, on_standby)
+        }),
     )
     .await
     .map_err(|_| SyncError::Transient("pull timed out".into()))?
 }
 
-/// Decides, from what the primary says, whether the log can still bring `local` up to date.
-fn needs_resync(local: &ReplicaState, view: &PrimaryView) -> Option<ResyncReason> {
+/// Decides, from what the upstream says, whether the log can still bring `local` up to date.
+/// A standby behind the watermark has not replayed as far as the replica (which followed the
+/// primary meanwhile): it is waited for, and the history check says whether it forked.
+fn needs_resync(
+    local: &ReplicaState,
+    view: &PrimaryView,
+    on_standby: bool,
+) -> Option<ResyncReason> {
     if !local.same_primary(view) {
         return Some(ResyncReason::PrimaryChanged);
     }
-    if local.history_went_back(view) {
+    if local.history_went_back(view) && !on_standby {
         return Some(ResyncReason::Forked);
     }
     if view.pruned_below > local.watermark {

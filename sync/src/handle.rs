@@ -97,6 +97,10 @@ pub struct SyncStatus {
     pub primary_schema_newer: Vec<String>,
     /// Changes of tables this binary does not replicate, ignored.
     pub ignored_changes: u64,
+    /// What the engine pulls from: the primary, or the standby of `SYNC_DATABASE_URL`.
+    pub upstream: crate::source::Upstream,
+    /// Why the standby is bypassed (unreachable, lagging), while it is.
+    pub upstream_note: Option<String>,
 }
 
 /// A detected fork, for the status.

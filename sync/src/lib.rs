@@ -15,6 +15,8 @@
 //! - [`replica`]: everything that touches the SQLite file: schema, reader pool, applying a
 //!   batch, loading a snapshot, the persisted cursor.
 //! - [`rows`]: snapshot rows in transit, a chunk of them to one buffer.
+//! - [`source`]: where pulls come from: the primary, or a standby in the region with the
+//!   primary as fallback.
 //! - [`engine`]: the state machine (`step()` does one unit of work) and its `run()` loop.
 //! - [`handle`]: what the rest of the process holds: status, "has txid t been applied?",
 //!   resync requests.
@@ -38,12 +40,14 @@ pub mod history;
 pub mod pg;
 pub mod replica;
 pub mod rows;
+pub mod source;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::SyncError;
 pub use handle::{ResyncReason, SyncHandle, SyncStatus};
 pub use pg::PgConnector;
 pub use replica::Replica;
+pub use source::StandbySettings;
 
 /// The SQLite binding the replica is built on, for readers of the replica.
 pub use rusqlite;

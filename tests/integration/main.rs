@@ -24,6 +24,7 @@ mod sync_atomicity;
 mod sync_convergence;
 mod sync_crash;
 mod sync_failover;
+mod sync_fanout;
 mod sync_faults;
 mod sync_ordering;
 mod sync_recovery;

@@ -81,28 +81,38 @@ impl PgConnector {
     /// Opens a connection. When `notify` is given, the connection LISTENs on
     /// [`CHANGES_CHANNEL`] and every notification wakes it.
     pub async fn connect(&self, notify: Option<Arc<Notify>>) -> Result<Client, SyncError> {
-        let client = match &self.tls {
-            Some(tls) => {
-                let (client, connection) = self.config.connect(tls.clone()).await?;
-                tokio::spawn(drive(connection, notify.clone()));
-                client
-            }
-            None => {
-                let (client, connection) = self.config.connect(NoTls).await?;
-                tokio::spawn(drive(connection, notify.clone()));
-                client
-            }
-        };
-        if notify.is_some() {
+        let listen = notify.is_some();
+        let client = self.open(notify).await?;
+        if listen {
             client
                 .batch_execute(&format!("listen {CHANGES_CHANNEL}"))
                 .await?;
         }
         Ok(client)
     }
+
+    /// Connects without `LISTEN` (a hot standby refuses it); `closed` is still notified when
+    /// the connection ends.
+    pub async fn connect_watching(&self, closed: Arc<Notify>) -> Result<Client, SyncError> {
+        self.open(Some(closed)).await
+    }
+
+    async fn open(&self, notify: Option<Arc<Notify>>) -> Result<Client, SyncError> {
+        Ok(match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                tokio::spawn(drive(connection, notify));
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                tokio::spawn(drive(connection, notify));
+                client
+            }
+        })
+    }
 }
 
-/// Drives a connection until it closes, turning notifications into wake-ups.
 async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, notify: Option<Arc<Notify>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -1,5 +1,6 @@
 //! Everything that talks to the primary Postgres.
 //!
+//! - [`announce`]: the one session that wakes every edge when the change log grows.
 //! - [`connect`]: connection settings from `DATABASE_URL`, TLS through rustls when asked.
 //! - [`horizon`]: who holds the horizon, when an open transaction does.
 //! - [`pull`]: reading the change log below the snapshot horizon.
@@ -9,6 +10,7 @@
 //! - [`schema`]: checking the primary's tables against the [`crate::catalog`].
 //! - [`verify`]: asking the primary whether it holds the history the replica applied.
 
+pub mod announce;
 pub mod connect;
 pub mod horizon;
 pub mod migrate;

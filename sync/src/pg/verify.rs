@@ -41,10 +41,11 @@ pub async fn check_history(
         .await?;
     let (view, _) = read_view(&tx).await?;
     let timeline = timeline(&tx).await?;
-    // Windows partly pruned away cannot be compared (their changes are gone on purpose).
+    // Windows partly pruned away cannot be compared (their changes are gone on purpose), nor
+    // windows above the horizon (a standby that has not replayed them yet).
     let checkable: Vec<Window> = windows
         .iter()
-        .filter(|w| w.lo >= view.pruned_below)
+        .filter(|w| w.lo >= view.pruned_below && w.hi <= view.xmin)
         .cloned()
         .collect();
     let found = window_digests(&tx, &checkable).await?;

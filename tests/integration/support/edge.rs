@@ -38,6 +38,39 @@ impl TestEdge {
             .await
             .expect("engine");
         let stop = CancellationToken::new();
+        // As in `serve`: the edges of one database elect one announcer among them.
+        tokio::spawn(auto_order_sync::pg::announce::run(
+            PgConnector::from_url(url).expect("url"),
+            stop.clone().cancelled_owned(),
+        ));
+        let task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+        TestEdge {
+            dir: dir.to_owned(),
+            handle,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Starts an engine that pulls from the standby at `standby_url` and falls back to the
+    /// primary at `primary_url` (as `SYNC_DATABASE_URL` does).
+    pub async fn start_on_standby(
+        standby_url: &str,
+        primary_url: &str,
+        dir: &Path,
+        config: EngineConfig,
+        settings: auto_order_sync::StandbySettings,
+    ) -> TestEdge {
+        let standby = PgConnector::from_url(standby_url).expect("url");
+        let primary = PgConnector::from_url(primary_url).expect("url");
+        let replica = Replica::open(&dir.join("replica.db"), 4).expect("open replica");
+        let (engine, handle) = Engine::new(standby, replica, config).await.expect("engine");
+        let engine = engine.pull_from_standby(primary.clone(), settings);
+        let stop = CancellationToken::new();
+        tokio::spawn(auto_order_sync::pg::announce::run(
+            primary,
+            stop.clone().cancelled_owned(),
+        ));
         let task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
         TestEdge {
             dir: dir.to_owned(),

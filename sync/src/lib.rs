@@ -9,6 +9,8 @@
 //! ```
 //!
 //! # Layout
+//! - [`change`]: the neutral types both sides use (a pulled change, the upstream's view,
+//!   snapshot items): [`pg`] produces them, [`replica`] consumes them.
 //! - [`catalog`]: the replicated tables and their columns (what both sides must agree on).
 //! - [`pg`]: everything that talks to Postgres: connecting (TLS), pulling changes under the
 //!   horizon, the snapshot, migrations, pruning, and the schema check.
@@ -32,6 +34,7 @@
 //! not a change id.
 
 pub mod catalog;
+pub mod change;
 pub mod decode;
 pub mod engine;
 pub mod error;

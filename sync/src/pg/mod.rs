@@ -20,22 +20,8 @@ pub mod schema;
 pub mod snapshot;
 pub mod verify;
 
+pub use crate::change::PrimaryView;
 pub use connect::PgConnector;
-
-/// What the primary says about itself at the start of a pull or a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrimaryView {
-    /// `pg_control_system().system_identifier`, when the role may read it.
-    pub system_id: Option<i64>,
-    /// The sync epoch created by the migrations.
-    pub epoch: String,
-    /// Changes of transactions with txid below this may have been pruned.
-    pub pruned_below: u64,
-    /// Every transaction with txid below this has finished (the horizon).
-    pub xmin: u64,
-    /// No transaction with txid at or above this had started.
-    pub xmax: u64,
-}
 
 /// The query behind [`read_view`] (prepared once per connection by the pull).
 pub(crate) const VIEW_SQL: &str = "select sync.system_identifier(),

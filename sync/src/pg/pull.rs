@@ -16,40 +16,11 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::{PrimaryView, VIEW_SQL, view_from_row};
+use super::{VIEW_SQL, view_from_row};
+use crate::change::PrimaryView;
+pub use crate::change::{Op, RawChange, RowImage};
 use crate::error::SyncError;
 use crate::handle::ResyncReason;
-
-/// One row of `sync.changes`, still in its wire form (decoding happens on the applier's
-/// blocking thread).
-#[derive(Debug, Clone)]
-pub struct RawChange {
-    /// `sync.changes.id`.
-    pub id: i64,
-    pub txid: u64,
-    pub table: String,
-    pub row_id: String,
-    pub op: Op,
-    pub version: i64,
-    /// The row image; `None` for deletes.
-    pub data: Option<RowImage>,
-    pub changed_at_us: i64,
-}
-
-/// A change's row image: as pulled, or already decoded into the replica's values (see
-/// [`crate::replica::apply::decode_images`]).
-#[derive(Debug, Clone)]
-pub enum RowImage {
-    Json(String),
-    Decoded(Vec<rusqlite::types::Value>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Insert,
-    Update,
-    Delete,
-}
 
 /// Where the replica stands, as the pull needs it.
 #[derive(Debug, Clone)]

@@ -10,12 +10,12 @@ use futures_util::{StreamExt, pin_mut};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use super::read_view;
 use super::verify::snapshot_window;
-use super::{PrimaryView, read_view};
-use crate::catalog::{TABLES, Table};
+use crate::catalog::TABLES;
+pub use crate::change::{SnapshotItem, SnapshotMeta};
 use crate::decode::CopyRows;
 use crate::error::SyncError;
-use crate::history::Window;
 use crate::rows::RowBlock;
 
 /// Rows sent to the loader per message, at most.
@@ -24,27 +24,6 @@ const CHUNK_ROWS: usize = 4096;
 /// Text per message, at most (about): with the channel's eight messages, this bounds the
 /// memory a resync holds when rows carry long notes.
 const CHUNK_TEXT_BYTES: usize = 4 << 20;
-
-/// What the snapshot stream carries, in order: one `Begin`, any number of `Rows`, one `End`.
-/// A loader that sees the channel close without `End` must roll back.
-#[derive(Debug)]
-pub enum SnapshotItem {
-    Begin(SnapshotMeta),
-    Rows(&'static Table, RowBlock),
-    End,
-}
-
-#[derive(Debug, Clone)]
-pub struct SnapshotMeta {
-    pub view: PrimaryView,
-    /// `pg_current_snapshot()` as text: changes visible in it are already in the copy.
-    pub snapshot: String,
-    /// Whether each table's rows come in `id` order (only such a copy can be merged with
-    /// existing rows).
-    pub key_order: bool,
-    /// The recent changes the snapshot holds, as the first window of the replica's history.
-    pub recent: Window,
-}
 
 /// Streams a consistent copy of every replicated table into `sink`, in `id` order if
 /// `key_order`. Returns the number of rows copied.

@@ -22,10 +22,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 use super::history;
 use super::state::{ReplicaState, read_state, write_state};
 use crate::catalog::{self, Table};
+use crate::change::{Op, RawChange, RowImage};
 use crate::decode::row_from_json;
 use crate::error::SyncError;
 use crate::history::{Digest64, Window};
-use crate::pg::pull::{Op, RawChange, RowImage};
 
 /// A pulled batch, ready to apply.
 #[derive(Debug)]

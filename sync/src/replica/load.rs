@@ -35,9 +35,9 @@ use tokio::sync::mpsc;
 use super::history;
 use super::state::{ReplicaState, read_state, write_state};
 use crate::catalog::{TABLES, Table};
+use crate::change::{SnapshotItem, SnapshotMeta};
 use crate::decode::format_timestamp;
 use crate::error::SyncError;
-use crate::pg::snapshot::{SnapshotItem, SnapshotMeta};
 use crate::rows::RowBlock;
 
 /// What a load wrote (logged).
@@ -565,7 +565,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::{ColumnKind, PRODUCTS};
-    use crate::pg::PrimaryView;
+    use crate::change::PrimaryView;
     use crate::replica::Replica;
 
     /// `PRODUCTS` rows with the given ids (uuid text) and `name`.

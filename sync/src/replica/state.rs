@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::pg::PrimaryView;
+use crate::change::PrimaryView;
 
 /// How far this replica has applied the primary's change stream, and which primary.
 #[derive(Debug, Clone, PartialEq, Eq)]

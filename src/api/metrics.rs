@@ -12,7 +12,10 @@
 //! - `http_rate_limited_total{scope}`: 429s, `scope` = `ip` or `user`.
 //!
 //! Computed at scrape time from the sync engine, the authenticator and the primary pool:
-//! `auto_order_replica_*`, `auto_order_sync_*`, `auto_order_primary_*`, `auto_order_jwks_*`
+//! `auto_order_replica_*` (including `auto_order_replica_staleness_seconds`),
+//! `auto_order_sync_*` (including `auto_order_sync_forks_total`, `_resync_failures`,
+//! `_horizon_held`, `_primary_schema_newer`, `_upstream_standby`), `auto_order_primary_*`,
+//! `auto_order_jwks_*`
 //! (see [`Metrics::record_state`]), and the read cache through [`Metrics::record_cache_stats`].
 
 use std::collections::HashMap;
@@ -166,6 +169,19 @@ impl Metrics {
             counter!("auto_order_sync_applied_batches_total").absolute(s.applied_batches);
             counter!("auto_order_sync_applied_changes_total").absolute(s.applied_changes);
             counter!("auto_order_sync_resyncs_total").absolute(s.resyncs);
+            // The primary's lifecycle (docs/SYNC.md): forks converged to, failing resyncs,
+            // staleness, a held horizon, a newer primary schema, where pulls come from.
+            counter!("auto_order_sync_forks_total").absolute(s.forks);
+            gauge!("auto_order_sync_resync_failures").set(f64::from(s.resync_failures));
+            if let Some(staleness) = s.staleness() {
+                gauge!("auto_order_replica_staleness_seconds").set(staleness.as_secs_f64());
+            }
+            gauge!("auto_order_sync_horizon_held").set(f64::from(u8::from(s.horizon_held)));
+            gauge!("auto_order_sync_primary_schema_newer")
+                .set(f64::from(u8::from(!s.primary_schema_newer.is_empty())));
+            counter!("auto_order_sync_ignored_changes_total").absolute(s.ignored_changes);
+            let on_standby = s.upstream == auto_order_sync::source::Upstream::Standby;
+            gauge!("auto_order_sync_upstream_standby").set(f64::from(u8::from(on_standby)));
             gauge!("auto_order_primary_reachable").set(f64::from(u8::from(s.primary_reachable)));
             gauge!("auto_order_primary_pool_size").set(pool_size as f64);
             gauge!("auto_order_primary_pool_available").set(pool_available as f64);

@@ -172,6 +172,8 @@ impl Metrics {
             // The primary's lifecycle (docs/SYNC.md): forks converged to, failing resyncs,
             // staleness, a held horizon, a newer primary schema, where pulls come from.
             counter!("auto_order_sync_forks_total").absolute(s.forks);
+            let fatal = s.phase == auto_order_sync::handle::Phase::Retrying && s.last_error_fatal;
+            gauge!("auto_order_sync_fatal_error").set(f64::from(u8::from(fatal)));
             gauge!("auto_order_sync_resync_failures").set(f64::from(s.resync_failures));
             if let Some(staleness) = s.staleness() {
                 gauge!("auto_order_replica_staleness_seconds").set(staleness.as_secs_f64());

@@ -272,6 +272,7 @@ async fn metrics_expose_requests_latency_replication_auth_and_pool() {
         "auto_order_sync_applied_changes_total ",
         "auto_order_sync_resyncs_total ",
         "auto_order_sync_forks_total 0",
+        "auto_order_sync_fatal_error 0",
         "auto_order_sync_resync_failures 0",
         "auto_order_replica_staleness_seconds ",
         "auto_order_sync_horizon_held ",

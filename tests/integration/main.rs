@@ -18,6 +18,7 @@ mod deploy_rehearsal;
 mod dev_command;
 mod faults_under_load;
 mod migrate;
+mod ops_files;
 mod serve;
 mod soak;
 mod sync_atomicity;

@@ -15,6 +15,7 @@
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
 //! - [`dev`]: `auto-order dev`, the one-command local start with demo data.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
+//! - [`http_server`]: connections: header-read timeout, connection cap, bounded drain.
 //! - [`api`]: the HTTP routes.
 //!
 //! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
@@ -35,6 +36,7 @@ pub mod consistency;
 pub mod db;
 pub mod dev;
 pub mod error;
+pub mod http_server;
 pub mod predict;
 pub mod read;
 pub mod rehearsal;

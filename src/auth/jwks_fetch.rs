@@ -41,7 +41,7 @@ impl Remote {
             .use_preconfigured_tls(tls)
             .timeout(timeout)
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(same_origin_redirects(&url))
             .user_agent(concat!("auto-order-edge/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("Failed to build the JWKS HTTP client")?;
@@ -132,6 +132,34 @@ impl Remote {
             .await
             .map_err(std::io::Error::other)?
     }
+}
+
+/// Follows at most 3 redirects, and only to the same scheme, host and port as `url`: a
+/// redirect elsewhere (or from https down to http) would let whoever controls that place
+/// hand out the keys that authenticate every user.
+fn same_origin_redirects(url: &str) -> reqwest::redirect::Policy {
+    let origin = reqwest::Url::parse(url).ok().map(|u| {
+        (
+            u.scheme().to_owned(),
+            u.host_str().map(str::to_owned),
+            u.port_or_known_default(),
+        )
+    });
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let next = attempt.url();
+        let same = origin.as_ref().is_some_and(|(scheme, host, port)| {
+            next.scheme() == scheme
+                && next.host_str().map(str::to_owned) == *host
+                && next.port_or_known_default() == *port
+        });
+        if attempt.previous().len() >= 3 {
+            attempt.error("too many redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.error("redirect to another origin refused")
+        }
+    })
 }
 
 /// Writes `bytes` to `path` so that readers see either the old or the new file, whole.

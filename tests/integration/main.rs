@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse;
 mod api_admin;
 mod api_consistency;
 mod api_fuzz;

@@ -3,8 +3,10 @@
 //! `Retry-After`. `/api/health*` and `/metrics` are exempt (probes and scrapers).
 //!
 //! # Keys
-//! - **IP**: the `Fly-Client-IP` header only when running on Fly (`FLY_REGION` set: Fly's
-//!   proxy sets it and clients cannot forge it past the proxy); otherwise the socket peer.
+//! - **IP**: the `Fly-Client-IP` header only when told to trust it (`TRUST_FLY_CLIENT_IP`:
+//!   Fly's proxy sets it and clients cannot forge it past the proxy); otherwise the socket
+//!   peer. Running on Fly (`FLY_REGION`) is not enough: a machine reached another way (its
+//!   private address, a second service) would let every request name its own key.
 //!   IPv6 clients are keyed by their /64, which one client can rotate within freely.
 //! - **User**: the `sub` of a *verified* token. The middleware verifies the bearer token
 //!   itself (the verifier caches successes, so this is the verification the handler would
@@ -97,7 +99,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> Limiter<K> {
 pub struct RateLimit {
     per_ip: Limiter<IpAddr>,
     per_user: Limiter<String>,
-    /// Trust `Fly-Client-IP` (running on Fly).
+    /// Trust `Fly-Client-IP` (`TRUST_FLY_CLIENT_IP`).
     behind_fly_proxy: bool,
     api_version: String,
     auth: Authenticator,

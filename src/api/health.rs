@@ -1,7 +1,12 @@
 //! `GET /api/health`: liveness plus the replica's status.
 //!
 //! 200 while the replica can serve reads (even if the primary is down: `status` says
-//! `degraded` and how stale), 503 before the first snapshot has been loaded.
+//! `degraded` and how stale), 503 before the first snapshot has been loaded. Public, so
+//! the engine's last error is shown as a short class only; the full text is on the admin
+//! status route.
+//!
+//! `GET /api/health/db` runs a query on each database: it needs the admin permission, and
+//! its primary round trip uses a connection of its own, never one of the write pool.
 
 use std::time::Duration;
 
@@ -13,6 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::auth::{ADMIN_SYNC, AuthUser};
+use crate::error::ApiError;
 
 /// A replica whose last successful pull is older than this is reported as degraded.
 const STALE_AFTER: Duration = Duration::from_secs(10);
@@ -48,7 +55,9 @@ pub struct ReplicaView {
     /// Milliseconds since the newest applied change was made on the primary.
     pub last_change_age_ms: Option<u64>,
     pub backlog: Option<u64>,
-    pub last_error: Option<String>,
+    /// The class of the engine's last error: `fatal`, `primary_unreachable` or `transient`
+    /// (the error itself: `GET /api/admin/sync`).
+    pub last_error: Option<&'static str>,
     pub resyncs: u64,
 }
 
@@ -87,11 +96,24 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
             last_pull_age_ms: pull_age.map(|d| d.as_millis() as u64),
             last_change_age_ms: s.last_change_age().map(|d| d.as_millis() as u64),
             backlog: s.backlog,
-            last_error: s.last_error,
+            last_error: error_class(&s),
             resyncs: s.resyncs,
         },
     };
     (code, Json(view))
+}
+
+/// A short, public word for the engine's last error (its text can name hosts, roles or
+/// SQL).
+fn error_class(s: &auto_order_sync::SyncStatus) -> Option<&'static str> {
+    s.last_error.as_ref()?;
+    Some(if s.last_error_fatal {
+        "fatal"
+    } else if !s.primary_reachable {
+        "primary_unreachable"
+    } else {
+        "transient"
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -109,13 +131,20 @@ pub struct CheckView {
     pub error: Option<&'static str>,
 }
 
-/// A query against the replica and the primary. 200 while the replica answers.
-#[utoipa::path(get, path = "/health/db", tag = "health", security(()),
+/// A query against the replica and the primary (permission `admin:sync`). 200 while the
+/// replica answers.
+#[utoipa::path(get, path = "/health/db", tag = "health",
     responses(
         (status = 200, description = "The replica answers", body = DbHealthView),
+        (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
+        (status = 403, description = "Missing permission admin:sync", body = crate::error::ErrorBody),
         (status = 503, description = "The replica does not answer", body = DbHealthView),
     ))]
-async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHealthView>) {
+async fn get_health_db(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<(StatusCode, Json<DbHealthView>), ApiError> {
+    user.require(ADMIN_SYNC)?;
     let started = std::time::Instant::now();
     let readers = state.sync.replica().readers().clone();
     let replica_ok = tokio::task::spawn_blocking(move || {
@@ -134,10 +163,7 @@ async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHea
     };
 
     let started = std::time::Instant::now();
-    let primary_ok = match tokio::time::timeout(Duration::from_secs(3), state.primary.get()).await {
-        Ok(Ok(client)) => client.simple_query("select 1").await.is_ok(),
-        _ => false,
-    };
+    let primary_ok = state.primary.probe().await;
     let primary = CheckView {
         ok: primary_ok,
         latency_ms: started.elapsed().as_millis() as u64,
@@ -153,12 +179,12 @@ async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHea
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
+    Ok((
         code,
         Json(DbHealthView {
             status,
             replica,
             primary,
         }),
-    )
+    ))
 }

@@ -450,3 +450,102 @@ async fn a_long_history_is_read_bounded_and_the_same_from_replica_and_primary() 
     assert_eq!(reorders_replica, reorders_primary);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_check_needs_the_admin_permission_and_no_write_connection() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let url = app.url("/api/health/db");
+
+    // Act
+    let anonymous = app.http.get(&url).send().await.unwrap();
+    let user = app
+        .http
+        .get(&url)
+        .bearer_auth(app.token("mallory", &[]))
+        .send()
+        .await
+        .unwrap();
+    let admin = app
+        .http
+        .get(&url)
+        .bearer_auth(app.token("ops", &["admin:sync"]))
+        .send()
+        .await
+        .unwrap();
+    let admin_status = admin.status();
+    let checks: serde_json::Value = admin.json().await.unwrap();
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(user.status(), StatusCode::FORBIDDEN);
+    assert_eq!(admin_status, StatusCode::OK);
+    assert_eq!(checks["primary"]["ok"], true, "{checks}");
+    assert_eq!(
+        metric(&metrics, "auto_order_primary_pool_size"),
+        0.0,
+        "the check opened no connection of the write pool"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_health_names_the_class_of_the_last_error_not_its_text() {
+    // Arrange: an edge whose primary goes away.
+    let db = TestDb::new().await;
+    let mut relay = crate::support::Relay::start("127.0.0.1:5432".parse().unwrap()).await;
+    let app = TestApp::spawn_with(&relay.url_for(&db.url), &[]).await;
+
+    // Act
+    relay.cut();
+    let sync = app.sync.clone();
+    crate::support::wait_until(
+        "the engine reports an error",
+        Duration::from_secs(30),
+        || {
+            let s = sync.clone();
+            async move { s.status().last_error.is_some() }
+        },
+    )
+    .await;
+    let health: serde_json::Value = app
+        .http
+        .get(app.url("/api/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin: serde_json::Value = app
+        .http
+        .get(app.url("/api/admin/sync"))
+        .bearer_auth(app.token("ops", &["admin:sync"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // Assert
+    let class = health["replica"]["last_error"].as_str().expect("a class");
+    assert!(
+        ["fatal", "primary_unreachable", "transient"].contains(&class),
+        "{health}"
+    );
+    let full = admin["last_error"].as_str().expect("the full error");
+    assert_ne!(full, class, "the admin route keeps the engine's own text");
+    relay.restore().await;
+    app.stop().await;
+}

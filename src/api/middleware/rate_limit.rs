@@ -1,6 +1,7 @@
 //! Per-IP and per-user rate limits: at most `RATE_LIMIT_MAX` requests per
 //! `RATE_LIMIT_WINDOW_MS` for each client IP and for each user; past it, 429 with
-//! `Retry-After`. `/api/health*` and `/metrics` are exempt (probes and scrapers).
+//! `Retry-After`. `/api/health` and `/metrics` are exempt (probes and scrapers);
+//! `/api/health/db` is not.
 //!
 //! # Keys
 //! - **IP**: the `Fly-Client-IP` header only when told to trust it (`TRUST_FLY_CLIENT_IP`:
@@ -134,7 +135,8 @@ impl RateLimit {
                     .unwrap_or(rest)
             })
             .unwrap_or("");
-        path == "/metrics" || api == "/health" || api.starts_with("/health/")
+        // Not `/health/db`: it queries both databases, and needs a token besides.
+        path == "/metrics" || api == "/health"
     }
 }
 

@@ -549,3 +549,36 @@ async fn public_health_names_the_class_of_the_last_error_not_its_text() {
     relay.restore().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_give_their_connection_back_before_waiting_for_a_stalled_replica() {
+    // Arrange: a transaction holds the primary's horizon, so the replica applies nothing
+    // new and every write waits the whole read-your-writes bound.
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("READ_YOUR_WRITES_TIMEOUT_MS", "1500")]).await;
+    let token = app.token("alice", &[]);
+    let holder = db.connect().await;
+    holder
+        .batch_execute("begin; select pg_current_xact_id();")
+        .await
+        .unwrap();
+
+    // Act: three times the write pool's 16 connections at once.
+    let writes = (0..48).map(|i| {
+        app.http
+            .post(app.url("/api/products"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "name": format!("item {i}") }))
+            .send()
+    });
+    let answers = futures_util::future::join_all(writes).await;
+    holder.batch_execute("commit").await.unwrap();
+
+    // Assert: held through the wait, the pool ran dry and writes past it answered 503.
+    let statuses: Vec<StatusCode> = answers.into_iter().map(|r| r.unwrap().status()).collect();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    app.stop().await;
+}

@@ -76,6 +76,7 @@ impl Application {
             auth,
             primary,
             cache: Arc::new(ReadCache::new()),
+            resync_gate: Default::default(),
         });
         Ok(Application {
             listener,

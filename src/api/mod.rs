@@ -72,6 +72,8 @@ pub struct Services {
     pub primary: Primary,
     /// Rendered hot reads, invalidated by the sync engine's change events.
     pub cache: Arc<ReadCache>,
+    /// The cooldown of forced resyncs.
+    pub resync_gate: admin::ResyncGate,
 }
 
 impl AppState {

@@ -582,3 +582,82 @@ async fn writes_give_their_connection_back_before_waiting_for_a_stalled_replica(
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sync_in_the_scope_claim_does_not_make_an_admin() {
+    // Arrange: a real token of the dev issuer with admin:sync as a scope only.
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let issuer = auto_order::auth::DevIssuer::load_or_create(&app.data_dir).unwrap();
+    let scoped = issuer
+        .mint_with(
+            "mallory",
+            Duration::from_secs(600),
+            serde_json::json!({ "scope": "openid admin:sync" }),
+        )
+        .unwrap();
+
+    // Act
+    let resync = app
+        .http
+        .post(app.url("/api/admin/resync"))
+        .bearer_auth(&scoped)
+        .send()
+        .await
+        .unwrap();
+    let status = app
+        .http
+        .get(app.url("/api/admin/sync"))
+        .bearer_auth(&scoped)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(resync.status(), StatusCode::FORBIDDEN);
+    assert_eq!(status.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.sync.status().resyncs, 1, "no resync was started");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_resyncs_back_to_back_are_joined_then_refused_until_the_cooldown() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("RESYNC_COOLDOWN", "10m")]).await;
+    let admin = app.token("ops", &["admin:sync"]);
+    let resync = || {
+        app.http
+            .post(app.url("/api/admin/resync"))
+            .bearer_auth(&admin)
+            .send()
+    };
+
+    // Act: one, another at once, and one more after the first has finished.
+    let first = resync().await.unwrap();
+    let joined = resync().await.unwrap();
+    let sync = app.sync.clone();
+    crate::support::wait_until("the forced resync ran", Duration::from_secs(30), || {
+        let s = sync.clone();
+        async move { s.status().resyncs >= 2 }
+    })
+    .await;
+    let too_soon = resync().await.unwrap();
+
+    // Assert
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(first["started"], true, "{first}");
+    assert_eq!(joined.status(), StatusCode::ACCEPTED);
+    let joined: serde_json::Value = joined.json().await.unwrap();
+    assert_eq!(joined["started"], false, "{joined}");
+    assert!(joined["status"]["phase"].is_string(), "{joined}");
+    assert_eq!(too_soon.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = too_soon.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((500..=600).contains(&retry_after), "{retry_after}");
+    app.stop().await;
+}

@@ -179,3 +179,73 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::response::Redirect;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// Serves `router` on a loopback port; returns its base URL.
+    async fn serve(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_on_the_same_origin_only() {
+        // Arrange: a key set at `/jwks`; one server redirects within itself, another to
+        // the first server (a different origin: another port).
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = super::super::DevIssuer::load_or_create(dir.path())
+            .unwrap()
+            .jwks();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        let keys = serve(Router::new().route(
+            "/jwks",
+            get(move || {
+                count.fetch_add(1, Ordering::SeqCst);
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        ))
+        .await;
+        let elsewhere = format!("{keys}/jwks");
+        let redirecting = serve(
+            Router::new()
+                .route("/moved", get(|| async { Redirect::temporary("/jwks") }))
+                .route(
+                    "/elsewhere",
+                    get(move || async move { Redirect::temporary(&elsewhere) }),
+                ),
+        )
+        .await;
+        let fetch = |url: String| {
+            let remote = Remote::new(url, dir.path(), Duration::from_secs(5)).unwrap();
+            async move { remote.fetch().await }
+        };
+
+        // Act
+        let same_origin = fetch(format!("{keys}/jwks")).await;
+        let moved = fetch(format!("{redirecting}/moved")).await;
+        let other_origin = fetch(format!("{redirecting}/elsewhere")).await;
+
+        // Assert
+        assert!(same_origin.is_ok(), "{:?}", same_origin.err());
+        assert_eq!(
+            moved.err().as_deref(),
+            Some("issuer answered HTTP 404"),
+            "a same-origin redirect is followed (to a path that server lacks)"
+        );
+        let refused = other_origin.err().expect("not followed to another origin");
+        assert!(refused.starts_with("request failed"), "{refused}");
+        assert_eq!(served.load(Ordering::SeqCst), 1, "only the direct fetch");
+    }
+}

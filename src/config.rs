@@ -5,6 +5,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/auto_order` outside production | the primary; `?sslmode=require` for TLS |
+//! | `MIGRATION_DATABASE_URL` | `DATABASE_URL` | the schema owner, for `migrate` and `roles` only (the edge's own role may not alter the schema) |
 //! | `PORT` | `8080` | HTTP port |
 //! | `DATA_DIR` | `./data` | where `replica.db` and the JWKS cache live |
 //! | `LOG_LEVEL` | `info` | `error`…`trace`, or a tracing filter (`RUST_LOG` wins if set) |
@@ -45,6 +46,8 @@ pub const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/auto_orde
 pub struct Config {
     /// The primary's URL; holds a password, so never printed.
     pub database_url: SecretString,
+    /// The schema owner's URL (`migrate`, `roles`), when it is not `database_url`.
+    pub migration_database_url: Option<SecretString>,
     pub port: u16,
     pub data_dir: PathBuf,
     pub log_level: String,
@@ -98,15 +101,22 @@ impl Config {
             }
             None => DEV_DATABASE_URL.to_owned(),
         };
+        let migration_database_url = get("MIGRATION_DATABASE_URL");
         if production && !flag(&get, "ALLOW_PLAINTEXT_DATABASE")? {
-            let tls = auto_order_sync::PgConnector::from_url(&database_url)
-                .map_err(ConfigError)?
-                .uses_tls();
+            let uses_tls = |url: &str| {
+                auto_order_sync::PgConnector::from_url(url)
+                    .map(|c| c.uses_tls())
+                    .map_err(ConfigError)
+            };
+            let tls = uses_tls(&database_url)?
+                && migration_database_url
+                    .as_deref()
+                    .map_or(Ok(true), uses_tls)?;
             if !tls {
                 return Err(ConfigError(
-                    "refusing to start: production requires TLS to Postgres (DATABASE_URL with \
-                     sslmode=require, verify-ca or verify-full); set ALLOW_PLAINTEXT_DATABASE=true \
-                     to accept plain TCP (e.g. a private network)"
+                    "refusing to start: production requires TLS to Postgres (sslmode=require, \
+                     verify-ca or verify-full in DATABASE_URL and MIGRATION_DATABASE_URL); set \
+                     ALLOW_PLAINTEXT_DATABASE=true to accept plain TCP (e.g. a private network)"
                         .into(),
                 ));
             }
@@ -116,6 +126,7 @@ impl Config {
             AuthSettings::from_lookup(&data_dir, &get).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Config {
             database_url: SecretString::from(database_url),
+            migration_database_url: migration_database_url.map(SecretString::from),
             port: parse(&get, "PORT", 8080)?,
             data_dir,
             log_level: get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
@@ -167,6 +178,13 @@ impl Config {
 
     pub fn database_url(&self) -> &str {
         self.database_url.expose_secret()
+    }
+
+    /// The schema owner's URL: `MIGRATION_DATABASE_URL`, else `DATABASE_URL`.
+    pub fn migration_database_url(&self) -> &str {
+        self.migration_database_url
+            .as_ref()
+            .map_or_else(|| self.database_url(), |u| u.expose_secret())
     }
 
     pub fn replica_path(&self) -> PathBuf {

@@ -13,6 +13,7 @@
 //! - [`read`]: queries of the replica (or the primary, for a token it has not reached).
 //! - [`cache`]: the read cache and its exact invalidation from the sync engine's events.
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
+//! - [`roles`]: `auto-order roles`, the edge's least-privilege grants on the primary.
 //! - [`dev`]: `auto-order dev`, the one-command local start with demo data.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
 //! - [`http_server`]: connections: header-read timeout, connection cap, bounded drain.
@@ -40,6 +41,7 @@ pub mod http_server;
 pub mod predict;
 pub mod read;
 pub mod rehearsal;
+pub mod roles;
 pub mod server;
 pub mod telemetry;
 pub mod write_mode;

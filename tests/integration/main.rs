@@ -19,6 +19,7 @@ mod deploy_rehearsal;
 mod dev_command;
 mod faults_under_load;
 mod migrate;
+mod roles;
 mod serve;
 mod soak;
 mod sync_atomicity;

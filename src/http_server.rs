@@ -11,6 +11,10 @@
 //! - **Connection cap**: at most `HTTP_MAX_CONNECTIONS` open at once. At the cap the loop
 //!   stops accepting; new connections wait in the kernel's backlog until one closes, so
 //!   memory and file descriptors stay bounded whatever the clients do.
+//! - **Request head and read buffer**: a request head may be at most [`MAX_REQUEST_HEAD`]
+//!   (else 431 and the connection is closed), and a connection's read buffer grows to about
+//!   [`MAX_READ_BUFFER`] (hyper's default is about 400 KiB: a full set of connections
+//!   sending huge heads could hold 400 MiB, most of a 512 MB machine).
 //! - **Drain deadline**: on shutdown the listener closes, every connection finishes the
 //!   request it is serving (keep-alive off), and whatever is still open after
 //!   `SHUTDOWN_TIMEOUT_MS` is cut. The deadline is shorter than fly.toml's `kill_timeout`,
@@ -34,6 +38,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
+
+/// Largest request head (request line and headers): a token is at most 8 KiB.
+pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
+
+/// Largest read buffer of a connection (hyper's bound is approximate: a read may fill the
+/// capacity it has); a body streams through it.
+pub const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// The per-connection limits, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +71,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_REQUEST_HEAD)
+        .max_buf_size(MAX_READ_BUFFER)
         .keep_alive(true);
     tokio::pin!(shutdown);
 

@@ -661,3 +661,25 @@ async fn forced_resyncs_back_to_back_are_joined_then_refused_until_the_cooldown(
     assert!((500..=600).contains(&retry_after), "{retry_after}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_past_32_kib_gets_431_and_the_connection_closes() {
+    // Arrange
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+    let huge = format!(
+        "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+
+    // Act: write what the server reads, then see its answer.
+    let mut stream = connect_and_send(&app, b"").await;
+    let _ = stream.write_all(huge.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+
+    // Assert
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    app.stop().await;
+}

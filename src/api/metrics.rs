@@ -87,6 +87,8 @@ struct Inner {
     by_route: RwLock<HashMap<String, Vec<RequestHandles>>>,
     /// When `by_route` was last emptied (see [`Metrics::record_request`]).
     handles_since: std::sync::Mutex<Instant>,
+    /// The recorder's idle timeout ([`SERIES_IDLE_TIMEOUT`] outside tests).
+    idle: Duration,
 }
 
 /// The two series one `(method, route, status)` records into.
@@ -105,10 +107,16 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Self::with_idle_timeout(SERIES_IDLE_TIMEOUT)
+    }
+
+    /// Metrics whose series are dropped after `idle` without an update (tests use a short
+    /// one).
+    pub fn with_idle_timeout(idle: Duration) -> Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS)
             .expect("latency buckets are not empty")
-            .idle_timeout(MetricKindMask::ALL, Some(SERIES_IDLE_TIMEOUT))
+            .idle_timeout(MetricKindMask::ALL, Some(idle))
             .build_recorder();
         let handle = recorder.handle();
         Metrics {
@@ -118,6 +126,7 @@ impl Metrics {
                 requests: AtomicU64::new(0),
                 by_route: RwLock::default(),
                 handles_since: std::sync::Mutex::new(Instant::now()),
+                idle,
             }),
         }
     }
@@ -188,7 +197,7 @@ impl Metrics {
             .handles_since
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if since.elapsed() >= SERIES_IDLE_TIMEOUT / 2 {
+        if since.elapsed() >= self.inner.idle / 2 {
             *since = Instant::now();
             self.inner
                 .by_route
@@ -278,4 +287,49 @@ async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
         )],
         s.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn only_known_methods_are_labels() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let made_up = Method::from_bytes(b"X0001MADEUP").unwrap();
+        assert_eq!(method_label(&made_up), "other");
+    }
+
+    /// Polls `render` until `done` holds (at most 5 s).
+    fn render_until(metrics: &Metrics, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = metrics.render();
+            if done(&text) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn an_idle_series_is_dropped_and_counts_again_from_its_next_request() {
+        let metrics = Metrics::with_idle_timeout(Duration::from_millis(200));
+        let series = r#"http_requests_total{method="GET",route="/a",status="200"}"#;
+        metrics.record_request("GET", "/a", 200, Duration::from_millis(1));
+        metrics.record_request("GET", "/a", 200, Duration::from_millis(1));
+        assert!(metrics.render().contains(&format!("{series} 2")));
+
+        let idle = render_until(&metrics, |text| !text.contains(series));
+        metrics.record_request("GET", "/a", 200, Duration::from_millis(1));
+        let back = metrics.render();
+
+        assert!(!idle.contains(series), "never dropped:\n{idle}");
+        assert!(
+            back.contains(&format!("{series} 1")),
+            "the next request is counted in a live series:\n{back}"
+        );
+    }
 }

@@ -29,8 +29,16 @@ struct Cli {
 enum Command {
     /// Run the edge: sync the replica from the primary and serve HTTP on PORT.
     Serve,
-    /// Apply the Postgres migrations (safe to run from several instances at once).
+    /// Apply the Postgres migrations (safe to run from several instances at once), as the
+    /// schema owner: MIGRATION_DATABASE_URL, or DATABASE_URL when unset.
     Migrate,
+    /// Grant an existing role what an edge needs (DML on the API tables, the change stream)
+    /// and nothing more; run as the schema owner (MIGRATION_DATABASE_URL), after `migrate`.
+    Roles {
+        /// The role the edges connect as (in their DATABASE_URL).
+        #[arg(long)]
+        edge: String,
+    },
     /// Rebuild the local replica from a snapshot of the primary.
     Resync,
     /// Trim the primary's change log, and expire idempotency keys older than
@@ -112,10 +120,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Dev => crate::dev::run(config).await,
         Command::Migrate => {
-            let mut client = connector(&config)?.connect(None).await?;
+            let mut client = migration_connector(&config)?.connect(None).await?;
             let applied = migrate::run_migrations(&mut client).await?;
             tracing::info!(applied = ?applied, "migrations up to date");
             println!("migrations up to date ({} applied now)", applied.len());
+            Ok(())
+        }
+        Command::Roles { edge } => {
+            let mut client = migration_connector(&config)?.connect(None).await?;
+            crate::roles::grant_edge(&mut client, &edge).await?;
+            println!("granted the edge privileges to {edge}");
             Ok(())
         }
         Command::Resync => {
@@ -176,4 +190,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 
 fn connector(config: &Config) -> anyhow::Result<PgConnector> {
     PgConnector::from_url(config.database_url()).map_err(anyhow::Error::msg)
+}
+
+/// The schema owner's connection: `MIGRATION_DATABASE_URL`, else `DATABASE_URL`.
+fn migration_connector(config: &Config) -> anyhow::Result<PgConnector> {
+    PgConnector::from_url(config.migration_database_url()).map_err(anyhow::Error::msg)
 }

@@ -5,6 +5,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/auto_order` outside production | the primary; `?sslmode=require` for TLS |
+//! | `MIGRATION_DATABASE_URL` | `DATABASE_URL` | the schema owner, for `migrate` and `roles` only (the edge's own role may not alter the schema) |
 //! | `PORT` | `8080` | HTTP port |
 //! | `DATA_DIR` | `./data` | where `replica.db` and the JWKS cache live |
 //! | `LOG_LEVEL` | `info` | `error`…`trace`, or a tracing filter (`RUST_LOG` wins if set) |
@@ -21,6 +22,15 @@
 //! | `READ_YOUR_WRITES_TIMEOUT_MS` | `1000` | how long a write (or a read with `X-Sync-Token`) waits for the replica |
 //! | `WRITE_MODE` | `forward` | `forward`: every edge writes to the primary; `fly-replay`: edges outside `PRIMARY_REGION` answer writes with `fly-replay: region=<primary>` |
 //! | `AUTH0_DOMAIN`, `AUTH0_AUDIENCE`, `AUTH0_ISSUER_BASE_URL`, `JWKS_URL` | dev issuer | see `docs/AUTH.md` |
+//! | `METRICS_PORT` | unset (`/metrics` on `PORT`) | serve `/metrics` only on this port (Fly's `[metrics]` scrapes it over the private network) |
+//! | `HTTP_HEADER_TIMEOUT_MS` | `10000` | a connection must send a complete request head within this; also how long an idle keep-alive connection is kept |
+//! | `HTTP_MAX_CONNECTIONS` | `1024` | connections open at once; more wait in the accept backlog |
+//! | `SHUTDOWN_TIMEOUT_MS` | `20000` | drain deadline after SIGTERM (below fly.toml's `kill_timeout` of 30 s) |
+//! | `PRIMARY_READ_CONCURRENCY` | `4` | reads answered from the primary at once (a token the replica has not reached); more wait, then 503 |
+//! | `RESYNC_COOLDOWN` | `5m` | least time between two forced resyncs of this edge |
+//! | `TRUST_FLY_CLIENT_IP` | `false` | key the per-IP rate limit on `Fly-Client-IP` (only behind Fly's proxy) |
+//! | `ALLOW_PLAINTEXT_DATABASE` | `false` | production only: accept a `DATABASE_URL` without `sslmode=require`/`verify-*` |
+//! | `ALLOW_PLAINTEXT_JWKS` | `false` | production only: accept an `http://` JWKS URL (read by [`crate::auth::AuthSettings`]) |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +38,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::AuthSettings;
+use crate::http_server::ConnectionLimits;
 use crate::write_mode::WriteMode;
 
 /// The default local database, for development only.
@@ -39,6 +50,8 @@ pub struct Config {
     pub database_url: SecretString,
     /// Where the sync engine pulls from, when not the primary: a hot standby in this region.
     pub sync_database_url: Option<SecretString>,
+    /// The schema owner's URL (`migrate`, `roles`), when it is not `database_url`.
+    pub migration_database_url: Option<SecretString>,
     pub port: u16,
     pub data_dir: PathBuf,
     pub log_level: String,
@@ -58,6 +71,16 @@ pub struct Config {
     pub read_your_writes_timeout: Duration,
     pub write_mode: WriteMode,
     pub auth: AuthSettings,
+    /// `/metrics` on this port only, instead of the public one.
+    pub metrics_port: Option<u16>,
+    pub connection_limits: ConnectionLimits,
+    /// Primary-fallback reads at once: they share the primary's pool with writes, and a
+    /// few clients sending tokens the replica has not reached must not take all of it.
+    pub primary_read_concurrency: usize,
+    pub resync_cooldown: Duration,
+    /// Trust `Fly-Client-IP` for the per-IP limit: only true behind Fly's proxy, which
+    /// sets it; anywhere else a client could pick its own key.
+    pub trust_fly_client_ip: bool,
 }
 
 /// A configuration problem, stated in one line for the operator.
@@ -84,14 +107,36 @@ impl Config {
             }
             None => DEV_DATABASE_URL.to_owned(),
         };
+        let migration_database_url = get("MIGRATION_DATABASE_URL");
+        let sync_database_url = get("SYNC_DATABASE_URL").filter(|url| !url.trim().is_empty());
+        if production && !flag(&get, "ALLOW_PLAINTEXT_DATABASE")? {
+            let uses_tls = |url: &str| {
+                auto_order_sync::PgConnector::from_url(url)
+                    .map(|c| c.uses_tls())
+                    .map_err(ConfigError)
+            };
+            let tls = uses_tls(&database_url)?
+                && migration_database_url
+                    .as_deref()
+                    .map_or(Ok(true), uses_tls)?
+                && sync_database_url.as_deref().map_or(Ok(true), uses_tls)?;
+            if !tls {
+                return Err(ConfigError(
+                    "refusing to start: production requires TLS to Postgres (sslmode=require, \
+                     verify-ca or verify-full in DATABASE_URL, MIGRATION_DATABASE_URL and \
+                     SYNC_DATABASE_URL); set \
+                     ALLOW_PLAINTEXT_DATABASE=true to accept plain TCP (e.g. a private network)"
+                        .into(),
+                ));
+            }
+        }
         let data_dir = get("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from);
         let auth =
             AuthSettings::from_lookup(&data_dir, &get).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Config {
             database_url: SecretString::from(database_url),
-            sync_database_url: get("SYNC_DATABASE_URL")
-                .filter(|url| !url.trim().is_empty())
-                .map(SecretString::from),
+            sync_database_url: sync_database_url.map(SecretString::from),
+            migration_database_url: migration_database_url.map(SecretString::from),
             port: parse(&get, "PORT", 8080)?,
             data_dir,
             log_level: get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
@@ -111,8 +156,12 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            rate_limit_max: parse(&get, "RATE_LIMIT_MAX", 100)?,
-            rate_limit_window: Duration::from_millis(parse(&get, "RATE_LIMIT_WINDOW_MS", 60_000)?),
+            rate_limit_max: positive(&get, "RATE_LIMIT_MAX", 100)?,
+            rate_limit_window: Duration::from_millis(positive(
+                &get,
+                "RATE_LIMIT_WINDOW_MS",
+                60_000,
+            )?),
             read_your_writes_timeout: Duration::from_millis(parse(
                 &get,
                 "READ_YOUR_WRITES_TIMEOUT_MS",
@@ -120,6 +169,21 @@ impl Config {
             )?),
             write_mode: parse(&get, "WRITE_MODE", WriteMode::Forward)?,
             auth,
+            metrics_port: get("METRICS_PORT")
+                .map(|_| parse(&get, "METRICS_PORT", 0))
+                .transpose()?,
+            connection_limits: ConnectionLimits {
+                header_read_timeout: Duration::from_millis(positive(
+                    &get,
+                    "HTTP_HEADER_TIMEOUT_MS",
+                    10_000,
+                )?),
+                max_connections: positive(&get, "HTTP_MAX_CONNECTIONS", 1024)?,
+                drain_timeout: Duration::from_millis(parse(&get, "SHUTDOWN_TIMEOUT_MS", 20_000)?),
+            },
+            primary_read_concurrency: positive(&get, "PRIMARY_READ_CONCURRENCY", 4)?,
+            resync_cooldown: duration(&get, "RESYNC_COOLDOWN", "5m")?,
+            trust_fly_client_ip: flag(&get, "TRUST_FLY_CLIENT_IP")?,
         })
     }
 
@@ -133,6 +197,13 @@ impl Config {
             .as_ref()
             .map(|url| url.expose_secret())
             .filter(|url| *url != self.database_url())
+    }
+
+    /// The schema owner's URL: `MIGRATION_DATABASE_URL`, else `DATABASE_URL`.
+    pub fn migration_database_url(&self) -> &str {
+        self.migration_database_url
+            .as_ref()
+            .map_or_else(|| self.database_url(), |u| u.expose_secret())
     }
 
     pub fn replica_path(&self) -> PathBuf {
@@ -162,6 +233,36 @@ where
             .trim()
             .parse()
             .map_err(|e| ConfigError(format!("{name}={raw:?} is not valid: {e}"))),
+    }
+}
+
+/// Like [`parse`], and 0 is refused: these values divide a budget or bound a wait, and 0
+/// would silently turn the limit off (or make the service refuse everything).
+fn positive<T: std::str::FromStr + PartialEq + From<u8>>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let value = parse(get, name, default)?;
+    if value == T::from(0) {
+        return Err(ConfigError(format!(
+            "{name}=0 is not valid: it must be at least 1"
+        )));
+    }
+    Ok(value)
+}
+
+/// A boolean switch: `true`/`1`/`yes` or `false`/`0`/`no`; unset is false.
+pub(crate) fn flag(get: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool, ConfigError> {
+    match get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError(format!(
+            "{name}={other:?} is not valid: use true or false"
+        ))),
     }
 }
 
@@ -207,6 +308,59 @@ mod tests {
     fn the_url_is_not_in_the_debug_output() {
         let c = config(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_zero_rate_limit_window_is_a_configuration_error() {
+        let err = config(&[("RATE_LIMIT_WINDOW_MS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_WINDOW_MS=0"), "{err}");
+        assert!(config(&[("RATE_LIMIT_MAX", "0")]).is_err());
+    }
+
+    const AUTH0: [(&str, &str); 3] = [
+        ("NODE_ENV", "production"),
+        ("AUTH0_DOMAIN", "tenant.example.com"),
+        ("AUTH0_AUDIENCE", "https://api.example.com"),
+    ];
+
+    fn production(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        config(&[&AUTH0[..], vars].concat())
+    }
+
+    #[test]
+    fn production_refuses_postgres_without_tls_unless_told_to_accept_it() {
+        for url in [
+            "postgres://u@db.internal/app",
+            "postgres://u@db.internal/app?sslmode=prefer",
+            "postgres://u@db.internal/app?sslmode=disable",
+        ] {
+            let err = production(&[("DATABASE_URL", url)]).unwrap_err();
+            assert!(
+                err.to_string().contains("ALLOW_PLAINTEXT_DATABASE"),
+                "{url}: {err}"
+            );
+        }
+        assert!(production(&[("DATABASE_URL", "postgres://u@db/app?sslmode=require")]).is_ok());
+        assert!(
+            production(&[
+                ("DATABASE_URL", "postgres://u@db.internal/app"),
+                ("ALLOW_PLAINTEXT_DATABASE", "true"),
+            ])
+            .is_ok()
+        );
+        assert!(
+            config(&[("DATABASE_URL", "postgres://u@localhost/app")]).is_ok(),
+            "development accepts plain TCP"
+        );
+    }
+
+    #[test]
+    fn fly_client_ip_is_trusted_only_when_configured() {
+        let on_fly = config(&[("FLY_REGION", "lhr")]).unwrap();
+        let told = config(&[("TRUST_FLY_CLIENT_IP", "true")]).unwrap();
+        assert!(!on_fly.trust_fly_client_ip);
+        assert!(told.trust_fly_client_ip);
+        assert!(config(&[("TRUST_FLY_CLIENT_IP", "maybe")]).is_err());
     }
 
     #[test]

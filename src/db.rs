@@ -3,7 +3,13 @@
 //!
 //! Every write runs in one transaction and reads its own txid before committing: that txid
 //! is the sync token the client gets back (read-your-writes, see [`crate::consistency`]).
+//!
+//! Reads a client's token sends to the primary share the pool, but each holds a permit of
+//! a separate, smaller budget (`PRIMARY_READ_CONCURRENCY`, [`Primary::get_for_read`]): when
+//! replication stalls, or a client sends tokens the replica has not reached, those reads
+//! wait for one another and writes keep the rest of the pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use auto_order_sync::PgConnector;
@@ -11,18 +17,48 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::error::ApiError;
 
 /// Connections kept to the primary for writes and primary-fallback reads.
 const POOL_SIZE: usize = 16;
 
+/// How long a primary-fallback read waits for a permit before answering 503.
+const READ_PERMIT_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Primary {
     pool: Pool,
+    /// Permits of the reads answered from the primary (see the module docs).
+    reads: Arc<Semaphore>,
+    /// For the admin database check, which must not take a pooled connection.
+    connector: PgConnector,
+}
+
+/// A pooled connection held for a read, with its read permit.
+pub struct ReadConnection {
+    client: Object,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for ReadConnection {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for ReadConnection {
+    fn deref_mut(&mut self) -> &mut Object {
+        &mut self.client
+    }
 }
 
 impl Primary {
-    pub fn new(connector: &PgConnector) -> anyhow::Result<Primary> {
+    /// `read_concurrency`: how many reads may use the primary at once.
+    pub fn new(connector: &PgConnector, read_concurrency: usize) -> anyhow::Result<Primary> {
         let config = connector.config().clone();
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -42,7 +78,42 @@ impl Primary {
             .timeouts(timeouts)
             .runtime(Runtime::Tokio1)
             .build()?;
-        Ok(Primary { pool })
+        Ok(Primary {
+            pool,
+            reads: Arc::new(Semaphore::new(read_concurrency.clamp(1, POOL_SIZE - 1))),
+            connector: connector.clone(),
+        })
+    }
+
+    /// A pooled connection for a read, within the read budget: 503 when the budget stays
+    /// taken for [`READ_PERMIT_WAIT`] or the primary cannot be reached.
+    pub async fn get_for_read(&self) -> Result<ReadConnection, ApiError> {
+        let permit = tokio::time::timeout(READ_PERMIT_WAIT, self.reads.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                tracing::warn!("primary read budget exhausted");
+                ApiError::primary_unavailable()
+            })?;
+        Ok(ReadConnection {
+            client: self.get().await?,
+            _permit: permit,
+        })
+    }
+
+    /// One round trip on a connection of its own (not the pool's, so a check never waits
+    /// behind writes or takes a connection from them): for the admin database check.
+    pub async fn probe(&self) -> bool {
+        let check = async {
+            let client = self.connector.connect(None).await.ok()?;
+            client.simple_query("select 1").await.ok()
+        };
+        tokio::time::timeout(Duration::from_secs(3), check)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     /// A pooled connection, or 503 when the primary cannot be reached.

@@ -13,8 +13,10 @@
 //! - [`read`]: queries of the replica (or the primary, for a token it has not reached).
 //! - [`cache`]: the read cache and its exact invalidation from the sync engine's events.
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
+//! - [`roles`]: `auto-order roles`, the edge's least-privilege grants on the primary.
 //! - [`dev`]: `auto-order dev`, the one-command local start with demo data.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
+//! - [`http_server`]: connections: header-read timeout, connection cap, bounded drain.
 //! - [`api`]: the HTTP routes.
 //!
 //! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
@@ -35,9 +37,11 @@ pub mod consistency;
 pub mod db;
 pub mod dev;
 pub mod error;
+pub mod http_server;
 pub mod predict;
 pub mod read;
 pub mod rehearsal;
+pub mod roles;
 pub mod server;
 pub mod telemetry;
 pub mod write_mode;

@@ -1,9 +1,13 @@
 //! The application: opens the replica, starts the sync engine (and, in the primary region,
 //! the change-log pruner), serves HTTP, and stops all of it cleanly.
 //!
-//! Shutdown order on SIGTERM: stop accepting connections and drain in-flight requests, then
-//! stop the engine between two steps, so no SQLite transaction is cut and the cursor on
-//! disk matches what was applied.
+//! Shutdown order on SIGTERM: stop accepting connections and drain in-flight requests (for
+//! at most `SHUTDOWN_TIMEOUT_MS`, see [`crate::http_server`]), then stop the engine between
+//! two steps, so no SQLite transaction is cut and the cursor on disk matches what was
+//! applied.
+//!
+//! With `METRICS_PORT` set, `/metrics` has a listener of its own (same limits), and the
+//! public port does not serve it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +30,8 @@ const REPLICA_READERS: u32 = 8;
 
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics` alone (`METRICS_PORT`).
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     engine: Engine,
     connector: PgConnector,
@@ -59,19 +65,33 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("Failed to bind {address}"))?;
+        let metrics_listener = match config.metrics_port {
+            Some(port) => {
+                let address = SocketAddr::from(([0, 0, 0, 0], port));
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("Failed to bind the metrics port {address}"))?,
+                )
+            }
+            None => None,
+        };
         let auth = Authenticator::start(config.auth.clone())
             .await
             .context("Failed to start the token verifier")?;
-        let primary = Primary::new(&connector).context("Failed to set up the primary pool")?;
+        let primary = Primary::new(&connector, config.primary_read_concurrency)
+            .context("Failed to set up the primary pool")?;
         let state = AppState::new(Services {
             config: Arc::new(config),
             sync,
             auth,
             primary,
             cache: Arc::new(ReadCache::new()),
+            resync_gate: Default::default(),
         });
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             engine,
             connector,
@@ -79,7 +99,12 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        crate::http_server::port(&self.listener)
+    }
+
+    /// The port of `/metrics` when it has its own (`METRICS_PORT`).
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener.as_ref().map(crate::http_server::port)
     }
 
     pub fn sync(&self) -> SyncHandle {
@@ -97,6 +122,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let port = self.port();
+        let metrics_port = self.metrics_port();
         let stop = CancellationToken::new();
         // Subscribed before the engine starts, so no change event is missed.
         let invalidation = tokio::spawn(run_invalidation(
@@ -118,14 +144,26 @@ impl Application {
             )
         });
 
-        tracing::info!(port, region = ?self.state.config.region, "serving");
-        let app = api::app(self.state.clone());
-        let served = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        tracing::info!(port, metrics_port, region = ?self.state.config.region, "serving");
+        let limits = self.state.config.connection_limits;
+        let (app, metrics) = api::app_and_metrics(self.state.clone());
+        // Both listeners stop together: the first shutdown signal stops the public one, and
+        // it stops the metrics one.
+        let stop_metrics = CancellationToken::new();
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let app = api::metrics_app(self.state.clone(), metrics);
+            tokio::spawn(crate::http_server::serve(
+                listener,
+                app,
+                limits,
+                stop_metrics.clone().cancelled_owned(),
+            ))
+        });
+        crate::http_server::serve(self.listener, app, limits, shutdown).await;
+        stop_metrics.cancel();
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
 
         stop.cancel();
         let _ = engine.await;
@@ -135,7 +173,7 @@ impl Application {
             let _ = pruner.await;
         }
         tracing::info!("stopped");
-        served.context("HTTP server failed")
+        Ok(())
     }
 }
 

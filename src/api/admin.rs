@@ -2,8 +2,19 @@
 //!
 //! `POST /api/admin/resync` starts a resync in the background and answers 202 at once;
 //! reads go on from the current replica until the new one commits.
+//!
+//! # Cooldown
+//! A resync reads the whole primary. One can be forced at most once per `RESYNC_COOLDOWN`
+//! on an edge ([`ResyncGate`]): while the forced one is pending or running, another
+//! request joins it (202 with its status); once it is done, a request before the cooldown
+//! has passed gets 429 with `Retry-After`. Back to back, they used to restart the copy each
+//! time.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use auto_order_sync::SyncStatus;
+use auto_order_sync::handle::Phase;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,30 +34,91 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResyncAccepted {
-    /// False when a resync was already pending (this request joined it).
+    /// False when a resync was already pending or running (this request joined it).
     pub started: bool,
     pub status_url: &'static str,
+    /// The engine's status when the request was answered.
+    #[schema(value_type = Object)]
+    pub status: SyncStatus,
+}
+
+/// This edge's last forced resync, for the cooldown (see the module docs).
+#[derive(Default)]
+pub struct ResyncGate {
+    last: Mutex<Option<Forced>>,
+}
+
+struct Forced {
+    at: Instant,
+    /// The engine's resync count when it was asked: a larger one means it is done.
+    resyncs_before: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Start,
+    /// One is pending or running: join it.
+    Join,
+    TooSoon(Duration),
+}
+
+impl ResyncGate {
+    fn decide(&self, status: &SyncStatus, cooldown: Duration, now: Instant) -> Decision {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if status.phase == Phase::Resyncing {
+            return Decision::Join;
+        }
+        if let Some(forced) = &*last {
+            let since = now.saturating_duration_since(forced.at);
+            if since < cooldown {
+                return if status.resyncs == forced.resyncs_before {
+                    Decision::Join
+                } else {
+                    Decision::TooSoon(cooldown - since)
+                };
+            }
+        }
+        *last = Some(Forced {
+            at: now,
+            resyncs_before: status.resyncs,
+        });
+        Decision::Start
+    }
 }
 
 /// Rebuild this edge's replica from a snapshot, in the background.
 #[utoipa::path(post, path = "/admin/resync", tag = "admin",
     responses(
-        (status = 202, description = "Resync started (or already pending)", body = ResyncAccepted),
+        (status = 202, description = "Resync started (or already pending or running)", body = ResyncAccepted),
         (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
         (status = 403, description = "Missing permission admin:sync", body = crate::error::ErrorBody),
+        (status = 429, description = "The last forced resync was less than RESYNC_COOLDOWN ago (Retry-After)", body = crate::error::ErrorBody),
     ))]
 async fn start_resync(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<(StatusCode, Json<ResyncAccepted>), ApiError> {
     user.require(ADMIN_SYNC)?;
-    let started = state.sync.request_resync();
+    let status = state.sync.status();
+    let started =
+        match state
+            .resync_gate
+            .decide(&status, state.config.resync_cooldown, Instant::now())
+        {
+            Decision::Start => state.sync.request_resync(),
+            Decision::Join => false,
+            Decision::TooSoon(retry_after) => {
+                tracing::info!(user = %user.sub, "resync refused: cooldown");
+                return Err(ApiError::TooManyRequests { retry_after });
+            }
+        };
     tracing::info!(user = %user.sub, started, "resync requested");
     Ok((
         StatusCode::ACCEPTED,
         Json(ResyncAccepted {
             started,
             status_url: "/api/admin/sync",
+            status: state.sync.status(),
         }),
     ))
 }
@@ -63,4 +135,41 @@ async fn get_sync_status(
 ) -> Result<Json<SyncStatus>, ApiError> {
     user.require(ADMIN_SYNC)?;
     Ok(Json(state.sync.status()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COOLDOWN: Duration = Duration::from_secs(300);
+
+    fn status(phase: Phase, resyncs: u64) -> SyncStatus {
+        SyncStatus {
+            phase,
+            resyncs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_forced_resync_is_joined_while_it_runs_and_refused_until_the_cooldown_passes() {
+        let gate = ResyncGate::default();
+        let t0 = Instant::now();
+
+        let first = gate.decide(&status(Phase::Streaming, 1), COOLDOWN, t0);
+        let pending = gate.decide(&status(Phase::Streaming, 1), COOLDOWN, t0);
+        let running = gate.decide(&status(Phase::Resyncing, 1), COOLDOWN, t0);
+        let done = gate.decide(
+            &status(Phase::Streaming, 2),
+            COOLDOWN,
+            t0 + Duration::from_secs(60),
+        );
+        let later = gate.decide(&status(Phase::Streaming, 2), COOLDOWN, t0 + COOLDOWN);
+
+        assert_eq!(first, Decision::Start);
+        assert_eq!(pending, Decision::Join);
+        assert_eq!(running, Decision::Join);
+        assert_eq!(done, Decision::TooSoon(Duration::from_secs(240)));
+        assert_eq!(later, Decision::Start);
+    }
 }

@@ -8,6 +8,11 @@
 //! behind *by its own fault* while the primary answers (like LiteFS's max-lag: that edge
 //! leaves rotation and the proxy sends its users to a fresher one). A horizon held on the
 //! primary makes every edge equally stale and takes none out.
+//!
+//! Public, so the engine's last error is shown as a short class only; the full text is on
+//! the admin status route. `GET /api/health/db` runs a query on each database: it needs the
+//! admin permission, and its primary round trip uses a connection of its own, never one of
+//! the write pool.
 
 use std::time::Duration;
 
@@ -19,6 +24,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::auth::{ADMIN_SYNC, AuthUser};
+use crate::error::ApiError;
 
 /// A replica staler than this is reported as degraded (still 200).
 const STALE_AFTER: Duration = Duration::from_secs(10);
@@ -64,7 +71,9 @@ pub struct ReplicaView {
     /// Who holds it, once held for a few seconds (as far as the edge's role can see).
     #[schema(value_type = Option<Object>)]
     pub horizon_holder: Option<auto_order_sync::handle::HorizonHolder>,
-    pub last_error: Option<String>,
+    /// The class of the engine's last error: `fatal`, `primary_unreachable` or `transient`
+    /// (the error itself: `GET /api/admin/sync`).
+    pub last_error: Option<&'static str>,
     pub resyncs: u64,
     /// Resyncs failed in a row (each waits longer before the next).
     pub resync_failures: u32,
@@ -111,8 +120,8 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
             backlog: s.backlog,
             staleness_ms: s.staleness().map(|d| d.as_millis() as u64),
             horizon_held: s.horizon_held,
-            horizon_holder: s.horizon_holder,
-            last_error: s.last_error,
+            horizon_holder: s.horizon_holder.clone(),
+            last_error: error_class(&s),
             resyncs: s.resyncs,
             resync_failures: s.resync_failures,
             forks: s.forks,
@@ -121,6 +130,19 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
         },
     };
     (code, Json(view))
+}
+
+/// A short, public word for the engine's last error (its text can name hosts, roles or
+/// SQL).
+fn error_class(s: &auto_order_sync::SyncStatus) -> Option<&'static str> {
+    s.last_error.as_ref()?;
+    Some(if s.last_error_fatal {
+        "fatal"
+    } else if !s.primary_reachable {
+        "primary_unreachable"
+    } else {
+        "transient"
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -138,13 +160,20 @@ pub struct CheckView {
     pub error: Option<&'static str>,
 }
 
-/// A query against the replica and the primary. 200 while the replica answers.
-#[utoipa::path(get, path = "/health/db", tag = "health", security(()),
+/// A query against the replica and the primary (permission `admin:sync`). 200 while the
+/// replica answers.
+#[utoipa::path(get, path = "/health/db", tag = "health",
     responses(
         (status = 200, description = "The replica answers", body = DbHealthView),
+        (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
+        (status = 403, description = "Missing permission admin:sync", body = crate::error::ErrorBody),
         (status = 503, description = "The replica does not answer", body = DbHealthView),
     ))]
-async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHealthView>) {
+async fn get_health_db(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<(StatusCode, Json<DbHealthView>), ApiError> {
+    user.require(ADMIN_SYNC)?;
     let started = std::time::Instant::now();
     let readers = state.sync.replica().readers().clone();
     let replica_ok = tokio::task::spawn_blocking(move || {
@@ -163,10 +192,7 @@ async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHea
     };
 
     let started = std::time::Instant::now();
-    let primary_ok = match tokio::time::timeout(Duration::from_secs(3), state.primary.get()).await {
-        Ok(Ok(client)) => client.simple_query("select 1").await.is_ok(),
-        _ => false,
-    };
+    let primary_ok = state.primary.probe().await;
     let primary = CheckView {
         ok: primary_ok,
         latency_ms: started.elapsed().as_millis() as u64,
@@ -182,12 +208,12 @@ async fn get_health_db(State(state): State<AppState>) -> (StatusCode, Json<DbHea
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
+    Ok((
         code,
         Json(DbHealthView {
             status,
             replica,
             primary,
         }),
-    )
+    ))
 }

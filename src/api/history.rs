@@ -3,6 +3,12 @@
 //!
 //! Replica reads run on the blocking pool (rusqlite never runs on an async worker), in one
 //! read transaction so products and orders come from the same applied state.
+//!
+//! # Bounded
+//! A history is the newest [`MAX_PURCHASES_PER_PRODUCT`] purchases of a product, and
+//! reorders look at most [`MAX_PRODUCTS`] products (by id): one request's memory and time
+//! do not grow with an account's age, on the replica or (through the primary read budget)
+//! on the primary. Both paths read the same rows, through `orders_product_ordered`.
 
 use std::collections::HashMap;
 
@@ -16,6 +22,13 @@ use crate::consistency::ReadFrom;
 use crate::db::db_error;
 use crate::error::ApiError;
 use crate::predict::Purchase;
+
+/// Purchases per product a prediction reads: the newest ones (the rate is then the recent
+/// one, which is also the one worth predicting from).
+pub const MAX_PURCHASES_PER_PRODUCT: i64 = 100;
+
+/// Products per owner that reorders considers.
+pub const MAX_PRODUCTS: i64 = 1000;
 
 /// A product of the caller, with its purchases oldest first.
 #[derive(Debug, Clone)]
@@ -80,8 +93,8 @@ where
     .map_err(ApiError::Internal)
 }
 
-/// Products (one, or all) of `owner` and their orders, in one read transaction. Orders are
-/// read through the `orders_owner_ordered` index (for one product, `orders_product_ordered`).
+/// Products (one, or all up to [`MAX_PRODUCTS`]) of `owner` and their newest orders, in
+/// one read transaction. Orders are read per product through `orders_product_ordered`.
 fn replica_histories(
     conn: &mut rusqlite::Connection,
     owner: &str,
@@ -103,16 +116,15 @@ fn replica_histories(
         products.extend(row);
     } else {
         let mut stmt = tx.prepare(
-            "select id, name, reorder_quantity from products where owner_id = ?1 order by id",
+            "select id, name, reorder_quantity from products where owner_id = ?1 \
+             order by id limit ?2",
         )?;
-        for row in stmt.query_map(params![owner], product_row)? {
+        for row in stmt.query_map(params![owner, MAX_PRODUCTS], product_row)? {
             products.push(row?);
         }
     }
     let mut histories = Vec::with_capacity(products.len());
-    let mut index = HashMap::new();
     for (id, name, reorder_quantity) in products {
-        index.insert(id.clone(), histories.len());
         histories.push(ProductHistory {
             id: id.parse().context("replica product id is not a uuid")?,
             name,
@@ -123,40 +135,28 @@ fn replica_histories(
     if histories.is_empty() {
         return Ok(histories);
     }
-    let mut push = |product_id: String, quantity: i64, at: String| -> anyhow::Result<()> {
-        if let Some(&i) = index.get(&product_id) {
-            histories[i].purchases.push(Purchase {
+    // Newest first through orders_product_ordered, then reversed: oldest first.
+    let mut stmt = tx.prepare(
+        "select quantity, ordered_at from orders where product_id = ?1 and owner_id = ?2 \
+         order by ordered_at desc, id desc limit ?3",
+    )?;
+    for history in &mut histories {
+        let rows = stmt.query_map(
+            params![history.id.to_string(), owner, MAX_PURCHASES_PER_PRODUCT],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        for row in rows {
+            let (quantity, at) = row?;
+            history.purchases.push(Purchase {
                 at: DateTime::parse_from_rfc3339(&at)
                     .with_context(|| format!("bad ordered_at {at:?} in the replica"))?
                     .with_timezone(&Utc),
                 quantity: u32::try_from(quantity).unwrap_or(0),
             });
         }
-        Ok(())
-    };
-    let order_row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, i64, String)> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    };
-    if let Some(id) = only {
-        let mut stmt = tx.prepare(
-            "select product_id, quantity, ordered_at from orders \
-             where product_id = ?1 and owner_id = ?2 order by ordered_at, id",
-        )?;
-        for row in stmt.query_map(params![id.to_string(), owner], order_row)? {
-            let (p, q, at) = row?;
-            push(p, q, at)?;
-        }
-    } else {
-        // Walks orders_owner_ordered (owner_id, ordered_at desc, id desc) backwards.
-        let mut stmt = tx.prepare(
-            "select product_id, quantity, ordered_at from orders indexed by orders_owner_ordered \
-             where owner_id = ?1 order by ordered_at, id",
-        )?;
-        for row in stmt.query_map(params![owner], order_row)? {
-            let (p, q, at) = row?;
-            push(p, q, at)?;
-        }
+        history.purchases.reverse();
     }
+    drop(stmt);
     tx.finish()?;
     Ok(histories)
 }
@@ -167,7 +167,7 @@ async fn primary_histories(
     owner: &str,
     only: Option<Uuid>,
 ) -> Result<Vec<ProductHistory>, ApiError> {
-    let mut client = state.primary.get().await?;
+    let mut client = state.primary.get_for_read().await?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -178,17 +178,24 @@ async fn primary_histories(
     let products = tx
         .query(
             "select id, name, reorder_quantity from products \
-             where owner_id = $1 and ($2::uuid is null or id = $2) order by id",
-            &[&owner, &only],
+             where owner_id = $1 and ($2::uuid is null or id = $2) order by id limit $3",
+            &[&owner, &only, &MAX_PRODUCTS],
         )
         .await
         .map_err(db_error)?;
+    // The same rows as the replica reads: each product's newest purchases.
     let orders = tx
         .query(
-            "select product_id, quantity, ordered_at from orders \
-             where owner_id = $1 and ($2::uuid is null or product_id = $2) \
-             order by ordered_at, id",
-            &[&owner, &only],
+            "select o.product_id, o.quantity, o.ordered_at \
+               from (select id from products \
+                      where owner_id = $1 and ($2::uuid is null or id = $2) \
+                      order by id limit $3) p \
+               cross join lateral ( \
+                 select product_id, quantity, ordered_at, id from orders \
+                  where product_id = p.id and owner_id = $1 \
+                  order by ordered_at desc, id desc limit $4) o \
+              order by o.ordered_at, o.id",
+            &[&owner, &only, &MAX_PRODUCTS, &MAX_PURCHASES_PER_PRODUCT],
         )
         .await
         .map_err(db_error)?;

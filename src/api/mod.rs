@@ -72,6 +72,8 @@ pub struct Services {
     pub primary: Primary,
     /// Rendered hot reads, invalidated by the sync engine's change events.
     pub cache: Arc<ReadCache>,
+    /// The cooldown of forced resyncs.
+    pub resync_gate: admin::ResyncGate,
 }
 
 impl AppState {
@@ -145,25 +147,43 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// (one box per route rather than one per layer), and ours are plain tower layers, not
 /// `from_fn` (see [`middleware`]).
 /// Each call builds its own metrics recorder and limiter state (tests run several apps).
+///
+/// `/metrics` is one of the routes unless `METRICS_PORT` is set: then it is left out here
+/// and served by [`metrics_app`] on that port only.
 pub fn app(state: AppState) -> Router {
+    app_and_metrics(state).0
+}
+
+/// `/metrics` alone, for its own listener (`METRICS_PORT`): not reachable from the public
+/// port, no layers (the scraper is the platform's).
+pub fn metrics_app(state: AppState, metrics: metrics::Metrics) -> Router {
+    metrics::router(state, metrics)
+}
+
+/// [`app`], and the metrics it records into (for [`metrics_app`]).
+pub fn app_and_metrics(state: AppState) -> (Router, metrics::Metrics) {
     let config = state.config.clone();
     let metrics = metrics::Metrics::new();
     let observe = middleware::observe::Observe::new(metrics.clone(), config.region.clone());
     let limits = middleware::rate_limit::RateLimit::new(
         config.rate_limit_max,
         config.rate_limit_window,
-        config.region.is_some(),
+        config.trust_fly_client_ip,
         &config.api_version,
         state.auth.clone(),
         metrics.clone(),
     );
     let (routes, doc) = routes_and_doc(&config.api_version);
     let primary_bound = middleware::primary_bound::PrimaryBoundLayer::new(state.clone());
-    routes
+    let scrape = match config.metrics_port {
+        Some(_) => Router::new(),
+        None => metrics::router(state.clone(), metrics.clone()),
+    };
+    let app = routes
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .merge(state.auth.dev_routes())
-        .with_state(state.clone())
-        .merge(metrics::router(state, metrics))
+        .with_state(state)
+        .merge(scrape)
         // An unknown path (e.g. an empty id: `/api/orders/`) or method gets the JSON error
         // body too.
         .method_not_allowed_fallback(|| async { crate::error::ApiError::MethodNotAllowed })
@@ -183,5 +203,6 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
                 .layer(primary_bound),
-        )
+        );
+    (app, metrics)
 }

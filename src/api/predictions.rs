@@ -83,7 +83,7 @@ async fn get_prediction(
 ) -> Result<Json<PredictionView>, ApiError> {
     // A malformed id names no product: 404, like another user's product.
     let product_id: Uuid = product_id.parse().map_err(|_| ApiError::NotFound)?;
-    let from = read_from(&state.sync, token, state.config.read_your_writes_timeout).await;
+    let from = read_from(&state.sync, token, state.config.read_your_writes_timeout).await?;
     let history = product_history(&state, from, &user.sub, product_id)
         .await?
         .ok_or(ApiError::NotFound)?;

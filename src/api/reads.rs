@@ -43,7 +43,7 @@ where
         req.token,
         state.config.read_your_writes_timeout,
     )
-    .await;
+    .await?;
     if from == ReadFrom::Primary {
         let view = load(from).await?;
         return Ok(respond(&render(&view, 0)?, req.if_none_match));

@@ -66,7 +66,7 @@ async fn list_reorders(
     RawQuery(query): RawQuery,
 ) -> Result<Json<ReordersView>, ApiError> {
     let within_days = within_days(query.as_deref())?;
-    let from = read_from(&state.sync, token, state.config.read_your_writes_timeout).await;
+    let from = read_from(&state.sync, token, state.config.read_your_writes_timeout).await?;
     let histories = all_histories(&state, from, &user.sub).await?;
     let now = Utc::now();
     let horizon = now + ChronoDuration::days(i64::from(within_days));

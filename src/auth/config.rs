@@ -10,7 +10,10 @@
 //! - `AUTH0_AUDIENCE`: the API identifier tokens must carry in `aud`; required with an issuer.
 //! - `JWKS_URL`: optional; where to fetch keys instead of `{issuer}.well-known/jwks.json`
 //!   (tests, non-Auth0 providers).
-//! - `APP_ENV` / `NODE_ENV`: `production` forbids the local dev issuer.
+//! - `APP_ENV` / `NODE_ENV`: `production` forbids the local dev issuer, and a JWKS URL that
+//!   is not `https://` (the keys decide who is authenticated; over plain HTTP anyone on the
+//!   path could substitute their own).
+//! - `ALLOW_PLAINTEXT_JWKS`: `true` accepts an `http://` JWKS URL in production anyway.
 //!
 //! With neither `AUTH0_DOMAIN` nor `AUTH0_ISSUER_BASE_URL`, and outside production, the
 //! settings select the local dev issuer (see [`super::dev_issuer`]).
@@ -70,6 +73,13 @@ pub enum AuthConfigError {
     JwksUrlWithoutIssuer,
     #[error("{name} is not a valid http(s) URL")]
     InvalidUrl { name: &'static str },
+    #[error(
+        "refusing to start: production requires an https:// JWKS URL (JWKS_URL, or the \
+         issuer's); set ALLOW_PLAINTEXT_JWKS=true to accept http://"
+    )]
+    PlaintextJwks,
+    #[error("ALLOW_PLAINTEXT_JWKS must be true or false")]
+    InvalidFlag,
 }
 
 impl AuthSettings {
@@ -160,6 +170,15 @@ impl AuthSettings {
             Some(_) => return Err(AuthConfigError::InvalidUrl { name: "JWKS_URL" }),
             None => format!("{issuer}.well-known/jwks.json"),
         };
+        let allow_plaintext = match get("ALLOW_PLAINTEXT_JWKS").map(|v| v.to_ascii_lowercase()) {
+            None => false,
+            Some(v) if ["true", "1", "yes"].contains(&v.as_str()) => true,
+            Some(v) if ["false", "0", "no"].contains(&v.as_str()) => false,
+            Some(_) => return Err(AuthConfigError::InvalidFlag),
+        };
+        if production && !allow_plaintext && !jwks_url.starts_with("https://") {
+            return Err(AuthConfigError::PlaintextJwks);
+        }
         Ok(Self::for_issuer(issuer, audience, jwks_url, data_dir))
     }
 }
@@ -176,4 +195,50 @@ fn is_http_url(url: &str) -> bool {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<AuthSettings, AuthConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AuthSettings::from_lookup(Path::new("/tmp"), |name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    const PRODUCTION: [(&str, &str); 3] = [
+        ("NODE_ENV", "production"),
+        ("AUTH0_DOMAIN", "tenant.example.com"),
+        ("AUTH0_AUDIENCE", "https://api.example.com"),
+    ];
+
+    #[test]
+    fn production_refuses_a_plain_http_jwks_unless_told_to_accept_it() {
+        let plain = [
+            &PRODUCTION[..],
+            &[("JWKS_URL", "http://keys.example.com/jwks")],
+        ]
+        .concat();
+        let allowed = [&plain[..], &[("ALLOW_PLAINTEXT_JWKS", "true")]].concat();
+
+        assert!(matches!(
+            settings(&plain),
+            Err(AuthConfigError::PlaintextJwks)
+        ));
+        assert!(settings(&allowed).is_ok());
+        assert!(settings(&PRODUCTION).is_ok(), "the issuer's https JWKS");
+        assert!(
+            settings(&[
+                ("AUTH0_ISSUER_BASE_URL", "http://127.0.0.1:9/"),
+                ("AUTH0_AUDIENCE", "a"),
+            ])
+            .is_ok(),
+            "outside production a loopback http issuer is fine"
+        );
+    }
 }

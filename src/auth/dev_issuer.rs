@@ -111,15 +111,24 @@ impl DevIssuer {
 
     /// Mints an RS256 access token for `sub` with the given RBAC permissions.
     pub fn mint(&self, sub: &str, permissions: &[String], ttl: Duration) -> anyhow::Result<String> {
+        self.mint_with(sub, ttl, json!({ "permissions": permissions }))
+    }
+
+    /// Mints an RS256 access token for `sub` with `extra` claims (an object) besides the
+    /// issuer, audience and times: tests of what a token's other claims may and may not
+    /// grant.
+    pub fn mint_with(&self, sub: &str, ttl: Duration, extra: Value) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let claims = json!({
+        let mut claims = json!({
             "iss": DEV_ISSUER,
             "aud": DEV_AUDIENCE,
             "sub": sub,
             "iat": now,
             "exp": now + ttl.as_secs().max(1),
-            "permissions": permissions,
         });
+        if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+            claims.extend(extra);
+        }
         let header = json!({ "alg": "RS256", "typ": "JWT", "kid": self.kid });
         let signing_input = format!(
             "{}.{}",

@@ -29,11 +29,12 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    /// Whether the caller holds `permission`, granted either as an RBAC permission or as a
-    /// scope (Auth0 with RBAC only puts granted permissions in `scope`).
+    /// Whether the caller holds `permission` as an RBAC permission (the `permissions`
+    /// claim). The `scope` claim does not count: what it holds depends on the tenant's
+    /// settings and on what the client asked for (without RBAC enforcement Auth0 grants a
+    /// requested scope as asked), so it cannot stand for an operator's grant.
     pub fn has(&self, permission: &str) -> bool {
         self.permissions.iter().any(|p| p == permission)
-            || self.scopes.iter().any(|s| s == permission)
     }
 
     /// `Ok` if the caller holds `permission`, else the 403 `insufficient_scope` error.

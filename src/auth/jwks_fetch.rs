@@ -41,7 +41,7 @@ impl Remote {
             .use_preconfigured_tls(tls)
             .timeout(timeout)
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(same_origin_redirects(&url))
             .user_agent(concat!("auto-order-edge/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("Failed to build the JWKS HTTP client")?;
@@ -134,6 +134,34 @@ impl Remote {
     }
 }
 
+/// Follows at most 3 redirects, and only to the same scheme, host and port as `url`: a
+/// redirect elsewhere (or from https down to http) would let whoever controls that place
+/// hand out the keys that authenticate every user.
+fn same_origin_redirects(url: &str) -> reqwest::redirect::Policy {
+    let origin = reqwest::Url::parse(url).ok().map(|u| {
+        (
+            u.scheme().to_owned(),
+            u.host_str().map(str::to_owned),
+            u.port_or_known_default(),
+        )
+    });
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let next = attempt.url();
+        let same = origin.as_ref().is_some_and(|(scheme, host, port)| {
+            next.scheme() == scheme
+                && next.host_str().map(str::to_owned) == *host
+                && next.port_or_known_default() == *port
+        });
+        if attempt.previous().len() >= 3 {
+            attempt.error("too many redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.error("redirect to another origin refused")
+        }
+    })
+}
+
 /// Writes `bytes` to `path` so that readers see either the old or the new file, whole.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -150,4 +178,74 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::response::Redirect;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// Serves `router` on a loopback port; returns its base URL.
+    async fn serve(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_on_the_same_origin_only() {
+        // Arrange: a key set at `/jwks`; one server redirects within itself, another to
+        // the first server (a different origin: another port).
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = super::super::DevIssuer::load_or_create(dir.path())
+            .unwrap()
+            .jwks();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        let keys = serve(Router::new().route(
+            "/jwks",
+            get(move || {
+                count.fetch_add(1, Ordering::SeqCst);
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        ))
+        .await;
+        let elsewhere = format!("{keys}/jwks");
+        let redirecting = serve(
+            Router::new()
+                .route("/moved", get(|| async { Redirect::temporary("/jwks") }))
+                .route(
+                    "/elsewhere",
+                    get(move || async move { Redirect::temporary(&elsewhere) }),
+                ),
+        )
+        .await;
+        let fetch = |url: String| {
+            let remote = Remote::new(url, dir.path(), Duration::from_secs(5)).unwrap();
+            async move { remote.fetch().await }
+        };
+
+        // Act
+        let same_origin = fetch(format!("{keys}/jwks")).await;
+        let moved = fetch(format!("{redirecting}/moved")).await;
+        let other_origin = fetch(format!("{redirecting}/elsewhere")).await;
+
+        // Assert
+        assert!(same_origin.is_ok(), "{:?}", same_origin.err());
+        assert_eq!(
+            moved.err().as_deref(),
+            Some("issuer answered HTTP 404"),
+            "a same-origin redirect is followed (to a path that server lacks)"
+        );
+        let refused = other_origin.err().expect("not followed to another origin");
+        assert!(refused.starts_with("request failed"), "{refused}");
+        assert_eq!(served.load(Ordering::SeqCst), 1, "only the direct fetch");
+    }
 }

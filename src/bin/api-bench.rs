@@ -100,6 +100,8 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
         // (b): a read whose sync token the replica has not applied goes to the primary at
         // once (no wait for the replica, and the engine is not woken for it).
         ("READ_YOUR_WRITES_TIMEOUT_MS", "0".into()),
+        // (b) against (b′): as many primary reads at once as the bare handler gets.
+        ("PRIMARY_READ_CONCURRENCY", "15".into()),
     ]);
     let config = Config::from_lookup(|k| env.get(k).cloned())?;
     let app = Application::build(config).await?;
@@ -123,8 +125,12 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
     // (b′) and (c): plain axum handlers.
     let baseline = spawn_baselines(url).await?;
 
-    // A token no replica has reached: the edge answers from the primary.
-    let ahead = Some(format!("X-Sync-Token: {}", i64::MAX));
+    // A token no replica has reached, but one the primary could have issued (a bigger one
+    // is refused with 400): the edge answers from the primary.
+    let ahead = Some(format!(
+        "X-Sync-Token: {}",
+        sync.watermark() + auto_order::consistency::TOKEN_AHEAD_MARGIN
+    ));
     let scenarios = [
         (
             "a",
@@ -197,7 +203,7 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
 
 async fn spawn_baselines(url: &str) -> anyhow::Result<String> {
     let connector = PgConnector::from_url(url).map_err(anyhow::Error::msg)?;
-    let pool = auto_order::db::Primary::new(&connector)?;
+    let pool = auto_order::db::Primary::new(&connector, 4)?;
     let router = Router::new()
         .route("/pg/products/{id}", get(pg_product))
         .route("/pg/products", get(pg_products))

@@ -30,8 +30,20 @@ pub enum Filter {
     AtLeast(&'static str, String),
     /// `column < value`
     Before(&'static str, String),
-    /// Case-insensitive substring (the value is lowercased by the caller).
+    /// Substring, case-insensitive for ASCII letters only (the value is folded by the
+    /// caller with [`fold_case`]).
     Contains(&'static str, String),
+}
+
+const ASCII_UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const ASCII_LOWER: &str = "abcdefghijklmnopqrstuvwxyz";
+
+/// The case folding of [`Filter::Contains`]: ASCII letters only, as SQLite's `lower()`
+/// does, on the replica and (by `translate`) on the primary alike. Folding every letter in
+/// Rust, as before, made a search for `éclair` miss `ÉCLAIR` on the replica and find it on
+/// the primary: the same read answered differently depending on where it ran.
+pub fn fold_case(text: &str) -> String {
+    text.to_ascii_lowercase()
 }
 
 /// `select * from table where filters [and (time, id) < after] order by time desc, id desc
@@ -76,9 +88,14 @@ impl Select {
                 Filter::Contains(c, v) => {
                     let p = next(v, ColumnKind::Text, &mut params);
                     // instr (SQLite) and strpos (Postgres): the same, by another name.
+                    // SQLite's lower() folds ASCII only; Postgres's folds every letter its
+                    // collation knows, so there the ASCII letters are folded by hand: both
+                    // paths must find the same rows (see `fold_case`).
                     match p.starts_with('?') {
                         true => format!("instr(lower({c}), {p}) > 0"),
-                        false => format!("strpos(lower({c}), {p}) > 0"),
+                        false => format!(
+                            "strpos(translate({c}, '{ASCII_UPPER}', '{ASCII_LOWER}'), {p}) > 0"
+                        ),
                     }
                 }
             };
@@ -162,7 +179,7 @@ async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, Api
 
 async fn fetch_primary(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
     tracing::debug!(table = select.table.name, "read served by the primary");
-    let client = state.primary.get().await?;
+    let client = state.primary.get_for_read().await?;
     let (sql, params) = select.postgres();
     let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
@@ -201,6 +218,25 @@ mod tests {
              page order by page.ordered_at desc, page.id desc"
         );
         assert_eq!(params.len(), 4);
+    }
+
+    #[test]
+    fn a_substring_filter_folds_ascii_only_on_both_databases() {
+        let mut s = select();
+        s.filters = vec![Filter::Contains("currency", fold_case("ÉUR"))];
+
+        let (pg, pg_params) = s.postgres();
+        let (lite, _) = s.sqlite();
+
+        assert_eq!(pg_params[0], "Éur");
+        assert!(
+            pg.contains(
+                "strpos(translate(currency, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', \
+                 'abcdefghijklmnopqrstuvwxyz'), $1::text) > 0"
+            ),
+            "{pg}"
+        );
+        assert!(lite.contains("instr(lower(currency), ?1) > 0"), "{lite}");
     }
 
     #[test]

@@ -54,16 +54,28 @@ async fn the_ip_limit_answers_429_with_retry_after_and_health_is_exempt() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
     assert_eq!(health.status(), StatusCode::OK);
-    assert_eq!(health_db.status(), StatusCode::OK);
+    assert_eq!(
+        health_db.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the database check is limited like any route"
+    );
     assert_eq!(metrics.status(), StatusCode::OK);
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_fly_the_client_ip_header_and_the_verified_user_are_limited_separately() {
-    // Arrange: on Fly (FLY_REGION set) Fly-Client-IP is the client's address.
+    // Arrange: behind Fly's proxy (TRUST_FLY_CLIENT_IP) Fly-Client-IP is the client's address.
     let db = TestDb::new().await;
-    let app = TestApp::spawn_with(&db.url, &[("RATE_LIMIT_MAX", "3"), ("FLY_REGION", "lhr")]).await;
+    let app = TestApp::spawn_with(
+        &db.url,
+        &[
+            ("RATE_LIMIT_MAX", "3"),
+            ("FLY_REGION", "lhr"),
+            ("TRUST_FLY_CLIENT_IP", "true"),
+        ],
+    )
+    .await;
     let url = app.url("/api/reorders");
     let (alice, bob) = (app.token("alice", &[]), app.token("bob", &[]));
     let get = |token: &str, ip: &str| {

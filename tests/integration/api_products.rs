@@ -355,3 +355,54 @@ async fn the_openapi_document_describes_every_data_route() {
     );
     assert!(doc["components"]["schemas"]["NewOrder"].is_object());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_finds_the_same_products_on_the_replica_and_on_the_primary() {
+    // Arrange: names with letters outside ASCII, in both cases.
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("READ_YOUR_WRITES_TIMEOUT_MS", "0")]).await;
+    let alice = Api::new(&app, "alice");
+    for name in [
+        "Éclair",
+        "ÉCLAIR",
+        "éclair au café",
+        "Crème brûlée",
+        "CRÈME",
+        "Eclair",
+    ] {
+        alice.product(name).await;
+    }
+    app.catch_up(&db).await;
+    let ahead = (app.sync.watermark() + 5_000_000).to_string();
+    let names = |reply: crate::support::api::Reply| {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        let mut names: Vec<String> = reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    for q in ["éclair", "ÉCLAIR", "eclair", "crème", "CRÈME", "CAFÉ"] {
+        // Act
+        let path = format!("/api/products?q={q}");
+        let replica = names(send(alice.request(Method::GET, &path)).await);
+        let primary = names(
+            send(
+                alice
+                    .request(Method::GET, &path)
+                    .header("x-sync-token", &ahead),
+            )
+            .await,
+        );
+
+        // Assert
+        assert_eq!(replica, primary, "q={q}");
+    }
+    let eclair = names(send(alice.request(Method::GET, "/api/products?q=ECLAIR")).await);
+    assert_eq!(eclair, ["Eclair"], "ASCII letters fold, É does not");
+    app.stop().await;
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse;
 mod api_admin;
 mod api_consistency;
 mod api_fuzz;
@@ -19,6 +20,7 @@ mod dev_command;
 mod faults_under_load;
 mod migrate;
 mod ops_files;
+mod roles;
 mod serve;
 mod soak;
 mod sync_atomicity;

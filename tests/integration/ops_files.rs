@@ -73,7 +73,10 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
     let db = TestDb::new().await;
     let app = TestApp::spawn_with(&db.url, &[("RATE_LIMIT_MAX", "3")]).await;
     db.client
-        .execute("insert into products (owner_id, name) values ('u', 'milk')", &[])
+        .execute(
+            "insert into products (owner_id, name) values ('u', 'milk')",
+            &[],
+        )
         .await
         .unwrap();
     app.catch_up(&db).await;

@@ -1,5 +1,5 @@
 //! `auto-order serve` as a process: it syncs, answers `/api/health`, and stops cleanly on
-//! SIGTERM.
+//! SIGTERM; in production it refuses plaintext connections to Postgres and the JWKS.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -76,5 +76,43 @@ async fn wait_for_health(http: &reqwest::Client, url: &str, want: &str) -> serde
             "health never became {want}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn production_refuses_to_start_on_plaintext_postgres_or_jwks_with_one_line() {
+    let run = |database_url: &str, jwks_url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_auto-order"))
+            .arg("serve")
+            .env("APP_ENV", "production")
+            .env("DATABASE_URL", database_url)
+            .env("AUTH0_DOMAIN", "tenant.example.com")
+            .env("AUTH0_AUDIENCE", "https://api.example.com")
+            .env("JWKS_URL", jwks_url)
+            .env("DATA_DIR", std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+
+    let plain_postgres = run(
+        "postgres://edge@db.internal/app",
+        "https://tenant.example.com/.well-known/jwks.json",
+    );
+    let plain_jwks = run(
+        "postgres://edge@db.internal/app?sslmode=require",
+        "http://tenant.example.com/.well-known/jwks.json",
+    );
+
+    for (output, names) in [
+        (plain_postgres, "ALLOW_PLAINTEXT_DATABASE"),
+        (plain_jwks, "ALLOW_PLAINTEXT_JWKS"),
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("refusing to start") && stderr.contains(names),
+            "{stderr}"
+        );
     }
 }

@@ -83,6 +83,8 @@ fn start_edge(name: &'static str, database_url: &str, dir: &Path) -> Edge {
             .env("FLY_REGION", name)
             .env("SYNC_POLL_INTERVAL_MS", "200")
             .env("RATE_LIMIT_MAX", "10000000")
+            // Below RESYNC_EVERY, so every forced resync is accepted.
+            .env("RESYNC_COOLDOWN", "30s")
             // The start-up line names the bound port; the rest is drained below.
             .env("LOG_LEVEL", "warn,auto_order::server=info")
             .env_remove("AUTH0_DOMAIN")

@@ -1,5 +1,7 @@
 //! One span per request (so every log line of the request carries its id) and one JSON log
 //! line per response: request id, method, matched route, status, `latency_ms`, region.
+//! Method and route are the bounded labels of [`crate::api::metrics`] (`other`,
+//! `unmatched`), in the log as in the metrics.
 //!
 //! Never logged: the `Authorization` header or any token, the query string (it may carry
 //! secrets), bodies. The route is the matched template (`/api/predictions/{productId}`),
@@ -17,7 +19,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::BoxedResponse;
-use crate::api::metrics::Metrics;
+use crate::api::metrics::{Metrics, method_label};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -81,7 +83,8 @@ where
 
     fn call(&mut self, req: Request) -> BoxedResponse<B> {
         let started = Instant::now();
-        let method = req.method().clone();
+        // The label, not the raw method: a client may send any token as a method.
+        let method = method_label(req.method());
         let route = req.extensions().get::<MatchedPath>().cloned();
         let request_id = req.headers().get(REQUEST_ID_HEADER).cloned();
         let route_str = route.as_ref().map_or("unmatched", |m| m.as_str());
@@ -92,7 +95,7 @@ where
         let span = tracing::info_span!(
             "request",
             request_id = %request_id_str,
-            method = %method,
+            method,
             route = %route_str,
         );
         // The inner layers' synchronous work belongs to the request's span as well.
@@ -107,21 +110,20 @@ where
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            o.metrics
-                .record_request(method.as_str(), route, status, latency);
+            o.metrics.record_request(method, route, status, latency);
             if let Some(region) = &o.region_header {
                 response.headers_mut().insert("fly-region", region.clone());
             }
             let latency_ms = latency.as_secs_f64() * 1000.0;
             let region = o.region.as_deref().unwrap_or("");
             if status >= 500 {
-                tracing::error!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request failed");
+                tracing::error!(target: "http", request_id, method, route, status, latency_ms, region, "request failed");
             } else if is_probe(route) {
                 // Health checks and scrapes arrive every few seconds: keep them out of info
                 // logs.
-                tracing::debug!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
+                tracing::debug!(target: "http", request_id, method, route, status, latency_ms, region, "request handled");
             } else {
-                tracing::info!(target: "http", request_id, method = %method, route, status, latency_ms, region, "request handled");
+                tracing::info!(target: "http", request_id, method, route, status, latency_ms, region, "request handled");
             }
             Ok(response)
         })

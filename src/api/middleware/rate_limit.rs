@@ -1,10 +1,13 @@
 //! Per-IP and per-user rate limits: at most `RATE_LIMIT_MAX` requests per
 //! `RATE_LIMIT_WINDOW_MS` for each client IP and for each user; past it, 429 with
-//! `Retry-After`. `/api/health*` and `/metrics` are exempt (probes and scrapers).
+//! `Retry-After`. `/api/health` and `/metrics` are exempt (probes and scrapers);
+//! `/api/health/db` is not.
 //!
 //! # Keys
-//! - **IP**: the `Fly-Client-IP` header only when running on Fly (`FLY_REGION` set: Fly's
-//!   proxy sets it and clients cannot forge it past the proxy); otherwise the socket peer.
+//! - **IP**: the `Fly-Client-IP` header only when told to trust it (`TRUST_FLY_CLIENT_IP`:
+//!   Fly's proxy sets it and clients cannot forge it past the proxy); otherwise the socket
+//!   peer. Running on Fly (`FLY_REGION`) is not enough: a machine reached another way (its
+//!   private address, a second service) would let every request name its own key.
 //!   IPv6 clients are keyed by their /64, which one client can rotate within freely.
 //! - **User**: the `sub` of a *verified* token. The middleware verifies the bearer token
 //!   itself (the verifier caches successes, so this is the verification the handler would
@@ -97,7 +100,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> Limiter<K> {
 pub struct RateLimit {
     per_ip: Limiter<IpAddr>,
     per_user: Limiter<String>,
-    /// Trust `Fly-Client-IP` (running on Fly).
+    /// Trust `Fly-Client-IP` (`TRUST_FLY_CLIENT_IP`).
     behind_fly_proxy: bool,
     api_version: String,
     auth: Authenticator,
@@ -132,7 +135,8 @@ impl RateLimit {
                     .unwrap_or(rest)
             })
             .unwrap_or("");
-        path == "/metrics" || api == "/health" || api.starts_with("/health/")
+        // Not `/health/db`: it queries both databases, and needs a token besides.
+        path == "/metrics" || api == "/health"
     }
 }
 

@@ -47,6 +47,8 @@ pub async fn create_order(
         let hash = idempotency::request_hash("POST /orders", &body.raw);
         if let Claim::Replay(stored) = idempotency::claim(&tx, &user.sub, key, &hash).await? {
             drop(tx);
+            // The replay may wait for the replica: not on a pooled connection.
+            drop(client);
             return Ok(idempotency::replay(&state, stored).await);
         }
     }
@@ -82,7 +84,8 @@ pub async fn create_order(
         let id = Uuid::parse_str(&view.id).map_err(anyhow::Error::from)?;
         idempotency::record(&tx, &user.sub, key, &json, id, txid).await?;
     }
-    let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;
+    let committed = writes::commit(tx, txid).await?;
+    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
     tracing::info!(user = %user.sub, order.id = %view.id, "order created");
     Ok((StatusCode::CREATED, [token], Json(view)).into_response())
 }
@@ -167,7 +170,8 @@ pub async fn update_order(
         .await
         .map_err(db_error)?;
     let view = OrderView::from_row(&Row::from_json(&ORDERS, written.get(0))?);
-    let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;
+    let committed = writes::commit(tx, txid).await?;
+    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
     Ok(([token], Json(view)).into_response())
 }
 

@@ -43,7 +43,7 @@ pub async fn list_products(
     let mut filters = vec![Filter::Eq("owner_id", user.sub.clone())];
     if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
         crate::api::validate::storable("q", q)?;
-        filters.push(Filter::Contains("name", q.to_lowercase()));
+        filters.push(Filter::Contains("name", crate::read::fold_case(q)));
     }
     let what = format!("list|{limit}|{:?}|{:?}", after, query.q);
     let select = Select {

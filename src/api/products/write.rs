@@ -44,6 +44,8 @@ pub async fn create_product(
         let hash = idempotency::request_hash("POST /products", &body.raw);
         if let Claim::Replay(stored) = idempotency::claim(&tx, &user.sub, key, &hash).await? {
             drop(tx);
+            // The replay may wait for the replica: not on a pooled connection.
+            drop(client);
             return Ok(idempotency::replay(&state, stored).await);
         }
     }
@@ -77,7 +79,8 @@ pub async fn create_product(
         let id = uuid::Uuid::parse_str(&view.id).map_err(anyhow::Error::from)?;
         idempotency::record(&tx, &user.sub, key, &json, id, txid).await?;
     }
-    let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;
+    let committed = writes::commit(tx, txid).await?;
+    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
     tracing::info!(user = %user.sub, product.id = %view.id, "product created");
     Ok((StatusCode::CREATED, [token], Json(view)).into_response())
 }
@@ -138,7 +141,8 @@ pub async fn update_product(
         .await
         .map_err(db_error)?;
     let view = ProductView::from_row(&Row::from_json(&PRODUCTS, written.get(0))?);
-    let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;
+    let committed = writes::commit(tx, txid).await?;
+    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
     Ok(([token], Json(view)).into_response())
 }
 

@@ -16,6 +16,8 @@ use super::TestDb;
 
 pub struct TestApp {
     pub base_url: String,
+    /// The port of `/metrics` when the edge has one for it (`METRICS_PORT`).
+    pub metrics_port: Option<u16>,
     pub http: reqwest::Client,
     pub sync: SyncHandle,
     pub cache: Arc<ReadCache>,
@@ -56,6 +58,7 @@ impl TestApp {
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
         let app = Application::build(config).await.expect("build app");
         let base_url = format!("http://127.0.0.1:{}", app.port());
+        let metrics_port = app.metrics_port();
         let sync = app.sync();
         let cache = app.cache();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -64,6 +67,7 @@ impl TestApp {
         }));
         let app = TestApp {
             base_url,
+            metrics_port,
             http: super::http_client(),
             sync,
             cache,

@@ -131,31 +131,6 @@ impl Primary {
     }
 }
 
-/// The txid of the open transaction: the write's sync token.
-async fn sync_token(tx: &deadpool_postgres::Transaction<'_>) -> Result<u64, ApiError> {
-    // Prepared once per connection: unprepared, the query would cost a parse round trip to
-    // the primary on every write.
-    let statement = tx
-        .prepare_cached("select pg_current_xact_id()::text::bigint")
-        .await
-        .map_err(db_error)?;
-    let row = tx.query_one(&statement, &[]).await.map_err(db_error)?;
-    Ok(row.get::<_, i64>(0) as u64)
-}
-
-/// The sync token together with `first`, the write's first statement: both requests go
-/// out in one write (tokio-postgres pipelines futures polled together), so the token costs
-/// no round trip of its own to the primary. `first`'s error wins: when it fails, the
-/// transaction is aborted and the token query's own failure would say nothing.
-pub async fn sync_token_with<T>(
-    tx: &deadpool_postgres::Transaction<'_>,
-    first: impl std::future::Future<Output = Result<T, ApiError>>,
-) -> Result<(u64, T), ApiError> {
-    let (token, first) = futures_util::join!(sync_token(tx), first);
-    let first = first?;
-    Ok((token?, first))
-}
-
 /// Maps a Postgres error to the API: constraint violations become 409/422 by constraint,
 /// a lost or refused connection 503, anything else 500 (logged, never shown).
 pub fn db_error(err: tokio_postgres::Error) -> ApiError {

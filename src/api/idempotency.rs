@@ -7,6 +7,14 @@
 //! primary key's uniqueness check) and then replays its committed response. The same key
 //! with a different request is refused with 422.
 //!
+//! A create claims its key in the same single statement that inserts the row (see
+//! [`crate::api::writes::create_one`]): the statement reads an earlier use of the key
+//! ([`PRIOR_CTE`]), inserts the row only if there is none, and stores the key with the
+//! row's image and txid ([`CLAIM_CTE`]), so a create with a key is still one round trip. A
+//! concurrent first use with the same key inserts its row too, then waits on the first
+//! one's key and fails on its uniqueness: that statement rolls back whole, and the request
+//! replays the first one's response ([`is_concurrent_claim`]).
+//!
 //! Keys expire: the primary-region instance deletes keys older than `IDEMPOTENCY_KEY_TTL`
 //! (24 h by default) every hour ([`expire_keys`]). A retry after that is a new create, as
 //! with Stripe's keys; without expiry the table would grow with every create forever.
@@ -14,8 +22,6 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use deadpool_postgres::Transaction;
-use uuid::Uuid;
 
 use super::AppState;
 use crate::consistency::settle_write;
@@ -25,18 +31,112 @@ use crate::error::ApiError;
 /// The header the key arrives in.
 pub const HEADER: &str = "Idempotency-Key";
 
-/// What a key says about this request.
-pub enum Claim {
-    /// First use: go on and create, then [`record`] the response.
-    New,
-    /// Already used for this request: answer with this.
-    Replay(StoredResponse),
-}
-
 pub struct StoredResponse {
     status: StatusCode,
-    body: serde_json::Value,
+    /// The response body; a create of this binary stores the created row's image instead
+    /// (see [`StoredResponse::map_row_image`]).
+    pub body: serde_json::Value,
     sync_token: Option<u64>,
+}
+
+impl StoredResponse {
+    /// Turns a stored row image (an object with `owner_id`, as this binary's creates store)
+    /// into the response body `view` makes of it; a body stored by an older binary (the
+    /// view itself) stays as it is.
+    pub fn map_row_image(
+        mut self,
+        view: impl FnOnce(&str) -> Result<serde_json::Value, ApiError>,
+    ) -> Result<StoredResponse, ApiError> {
+        if self.body.get("owner_id").is_some() {
+            self.body = view(&self.body.to_string())?;
+        }
+        Ok(self)
+    }
+}
+
+/// Reads an earlier use of the key (`$1` owner, `$2` key, null for none) as `prior`.
+pub const PRIOR_CTE: &str = "prior as (
+        select request_hash, status, response, sync_token from idempotency_keys
+         where $2::text is not null and owner_id = $1 and key = $2)";
+
+/// Stores the key (`$3` the request hash) with the row image of `ins` and this txid.
+pub const CLAIM_CTE: &str = "claim as (
+        insert into idempotency_keys
+               (owner_id, key, request_hash, status, response, resource_id, sync_token)
+        select $1, $2, $3, 201, to_jsonb(ins.*), ins.id, pg_current_xact_id()::text::bigint
+          from ins where $2::text is not null)";
+
+/// The `prior` columns a create's statement returns after its own two.
+pub const PRIOR_COLUMNS: &str = "(select request_hash from prior), (select status from prior),
+        (select response from prior), (select sync_token from prior)";
+
+/// An earlier use of a key, as stored.
+pub struct Prior {
+    request_hash: String,
+    status: Option<i32>,
+    response: Option<serde_json::Value>,
+    sync_token: Option<i64>,
+}
+
+impl Prior {
+    /// The prior use in `row`'s columns from `at` on ([`PRIOR_COLUMNS`]), if there is one.
+    pub fn from_columns(row: &tokio_postgres::Row, at: usize) -> Option<Prior> {
+        Some(Prior {
+            request_hash: row.get::<_, Option<String>>(at)?,
+            status: row.get(at + 1),
+            response: row.get(at + 2),
+            sync_token: row.get(at + 3),
+        })
+    }
+
+    /// What to answer a request with `hash` that found this earlier use: its response, or
+    /// 422 (another request) or 409 (still in progress, from an older binary's create).
+    pub fn judge(self, hash: &str) -> Result<StoredResponse, ApiError> {
+        if self.request_hash != hash {
+            return Err(ApiError::invalid(
+                HEADER,
+                "this key was already used for a different request",
+            ));
+        }
+        let (Some(status), Some(body)) = (self.status, self.response) else {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is in progress".into(),
+            ));
+        };
+        Ok(StoredResponse {
+            status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::CREATED),
+            body,
+            sync_token: self.sync_token.map(|t| t as u64),
+        })
+    }
+}
+
+/// Whether `err` is a create losing the race for its key to a concurrent first use.
+pub fn is_concurrent_claim(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("idempotency_keys_pkey")
+    })
+}
+
+/// The earlier use of `key` by `owner`, read after losing the race for it.
+pub async fn fetch_prior(
+    client: &deadpool_postgres::Object,
+    owner: &str,
+    key: &str,
+) -> Result<Option<Prior>, ApiError> {
+    let select = client
+        .prepare_cached(
+            "select request_hash, status, response, sync_token from idempotency_keys
+              where owner_id = $1 and key = $2",
+        )
+        .await
+        .map_err(db_error)?;
+    let row = client
+        .query_opt(&select, &[&owner, &key])
+        .await
+        .map_err(db_error)?;
+    Ok(row.as_ref().and_then(|r| Prior::from_columns(r, 0)))
 }
 
 /// A digest of what was asked: the route and the request body as parsed JSON.
@@ -46,89 +146,6 @@ pub fn request_hash(route: &str, body: &serde_json::Value) -> String {
         format!("{route}\n{body}").as_bytes(),
     );
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Claims `key` for `owner` inside the create's transaction `tx`.
-pub async fn claim(
-    tx: &Transaction<'_>,
-    owner: &str,
-    key: &str,
-    hash: &str,
-) -> Result<Claim, ApiError> {
-    let insert = tx
-        .prepare_cached(
-            "insert into idempotency_keys (owner_id, key, request_hash) values ($1, $2, $3)
-             on conflict (owner_id, key) do nothing",
-        )
-        .await
-        .map_err(db_error)?;
-    if tx
-        .execute(&insert, &[&owner, &key, &hash])
-        .await
-        .map_err(db_error)?
-        == 1
-    {
-        return Ok(Claim::New);
-    }
-    let select = tx
-        .prepare_cached(
-            "select request_hash, status, response, sync_token from idempotency_keys
-              where owner_id = $1 and key = $2",
-        )
-        .await
-        .map_err(db_error)?;
-    let row = tx
-        .query_opt(&select, &[&owner, &key])
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| {
-            ApiError::Conflict("a request with this Idempotency-Key is in progress".into())
-        })?;
-    if row.get::<_, String>(0) != hash {
-        return Err(ApiError::invalid(
-            HEADER,
-            "this key was already used for a different request",
-        ));
-    }
-    let (Some(status), Some(body)) = (
-        row.get::<_, Option<i32>>(1),
-        row.get::<_, Option<serde_json::Value>>(2),
-    ) else {
-        return Err(ApiError::Conflict(
-            "a request with this Idempotency-Key is in progress".into(),
-        ));
-    };
-    Ok(Claim::Replay(StoredResponse {
-        status: StatusCode::from_u16(status as u16).unwrap_or(StatusCode::CREATED),
-        body,
-        sync_token: row.get::<_, Option<i64>>(3).map(|t| t as u64),
-    }))
-}
-
-/// Records the response of the create that claimed `key`, before its commit.
-pub async fn record(
-    tx: &Transaction<'_>,
-    owner: &str,
-    key: &str,
-    body: &serde_json::Value,
-    resource_id: Uuid,
-    sync_token: u64,
-) -> Result<(), ApiError> {
-    let update = tx
-        .prepare_cached(
-            "update idempotency_keys
-                set status = 201, response = $3, resource_id = $4, sync_token = $5
-              where owner_id = $1 and key = $2",
-        )
-        .await
-        .map_err(db_error)?;
-    tx.execute(
-        &update,
-        &[&owner, &key, body, &resource_id, &(sync_token as i64)],
-    )
-    .await
-    .map_err(db_error)?;
-    Ok(())
 }
 
 /// Deletes the keys created more than `older_than` ago; returns how many went. A create

@@ -1,6 +1,20 @@
-//! The end of every write: commit on the primary, give the connection back to the pool,
-//! wait (bounded) for this edge's replica to apply it, forget the writer's cached reads,
-//! and hand back the `X-Sync-Token` header.
+//! Writes on the primary, in as few round trips as the work allows, and their end: give the
+//! connection back to the pool, wait (bounded) for this edge's replica to apply the write,
+//! forget the writer's cached reads, and hand back the `X-Sync-Token` header.
+//!
+//! # Round trips
+//! An edge may be a continent away from its primary, where a round trip is 100–200 ms and
+//! the physical floor of a write is one. So:
+//! - a **create** (with its `Idempotency-Key` claim) and a **delete** are one statement
+//!   each, run in autocommit: one round trip, sync token included ([`create_one`],
+//!   [`delete_owned`]);
+//! - an **update** needs the current row to validate the patch against: `begin`, the locking
+//!   read and the txid go out together, then the `update` and `commit` together: two round
+//!   trips ([`lock_for_update`], [`finish_update`]).
+//!
+//! (tokio-postgres pipelines the requests of futures polled together; statements are
+//! prepared once per pooled connection.) The writing edge does not wait for the change
+//! stream's announcement: its read-your-writes wait wakes its engine at once.
 //!
 //! The connection goes back **before** the read-your-writes wait: held through it, a
 //! replica that stalls kept each of the pool's 16 connections for the whole bound, and the
@@ -8,7 +22,9 @@
 //! value, so a write cannot wait while holding it.
 
 use axum::http::HeaderValue;
-use deadpool_postgres::{Object, Transaction};
+use axum::response::Response;
+use deadpool_postgres::Object;
+use tokio_postgres::types::ToSql;
 
 use super::AppState;
 use crate::consistency::settle_write;
@@ -21,13 +37,162 @@ pub struct Committed {
     txid: u64,
 }
 
-/// Commits `tx`, whose txid is `txid`.
-pub async fn commit(tx: Transaction<'_>, txid: u64) -> Result<Committed, ApiError> {
-    tx.commit().await.map_err(db_error)?;
-    Ok(Committed { txid })
+/// What [`create_one`] did.
+pub enum Created {
+    /// The row was inserted: its image as JSON text, and the header to answer with.
+    New {
+        row: String,
+        token: (&'static str, HeaderValue),
+    },
+    /// The key was used before by this request: its response again.
+    Replay(Response),
 }
 
-/// After [`commit`]: returns `client` to the pool, waits (bounded) for the replica, forgets
+/// The `Idempotency-Key` of a create and the digest of its request.
+pub struct KeyUse<'a> {
+    pub key: &'a str,
+    pub hash: String,
+}
+
+/// How a resource creates its rows (see [`create_one`]).
+pub struct Create {
+    pub table: &'static str,
+    /// `insert … select … where not exists (select 1 from prior) … returning *` over the
+    /// parameters `$1` (owner), `$2` (key), `$3` (request hash) and the resource's fields
+    /// from `$4` on.
+    pub insert: &'static str,
+    /// The error when the insert wrote nothing and the key had no prior use: a condition of
+    /// the insert's own failed (a product of the caller's, say).
+    pub unmet: fn() -> ApiError,
+    /// A row image (JSON text) as the response body, for replays.
+    pub view: fn(&str) -> Result<serde_json::Value, ApiError>,
+}
+
+/// Creates a row for `owner` in one statement and one round trip, claiming the key if there
+/// is one; a key used before by the same request replays that response.
+pub async fn create_one(
+    state: &AppState,
+    create: &Create,
+    owner: &str,
+    key: Option<KeyUse<'_>>,
+    fields: &[&(dyn ToSql + Sync)],
+) -> Result<Created, ApiError> {
+    let Create {
+        table,
+        insert,
+        unmet,
+        view,
+    } = *create;
+    use crate::api::idempotency::{self, CLAIM_CTE, PRIOR_COLUMNS, PRIOR_CTE, Prior};
+    let client = state.primary.get().await?;
+    // `insert` is one of the API's own statements, never client input.
+    let statement = client
+        .prepare_cached(&format!(
+            "with {PRIOR_CTE}, ins as ({insert}), {CLAIM_CTE}
+             select (select to_jsonb(ins.*)::text from ins),
+                    pg_current_xact_id()::text::bigint, {PRIOR_COLUMNS}"
+        ))
+        .await
+        .map_err(db_error)?;
+    let (key_text, hash) = match &key {
+        Some(k) => (Some(k.key), Some(k.hash.as_str())),
+        None => (None, None),
+    };
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&owner, &key_text, &hash];
+    params.extend_from_slice(fields);
+    let prior = match client.query_one(&statement, &params).await {
+        Ok(row) => match row.get::<_, Option<String>>(0) {
+            Some(row_json) => {
+                let txid: i64 = row.get(1);
+                let token =
+                    settle(state, client, Committed { txid: txid as u64 }, table, owner).await;
+                return Ok(Created::New {
+                    row: row_json,
+                    token,
+                });
+            }
+            None => Prior::from_columns(&row, 2),
+        },
+        Err(e) if idempotency::is_concurrent_claim(&e) => {
+            idempotency::fetch_prior(&client, owner, key_text.unwrap_or_default()).await?
+        }
+        Err(e) => return Err(db_error(e)),
+    };
+    // The replay may wait for the replica: not on a pooled connection.
+    drop(client);
+    let (Some(prior), Some(key)) = (prior, key) else {
+        return Err(unmet());
+    };
+    let stored = prior.judge(&key.hash)?.map_row_image(view)?;
+    Ok(Created::Replay(idempotency::replay(state, stored).await))
+}
+
+/// An update's transaction, begun on `client` with the row locked (see [`lock_for_update`]).
+pub struct Locked {
+    txid: u64,
+    /// The caller's row as JSON text.
+    pub current: String,
+}
+
+/// Begins an update of the caller's row `id` of `table`: `begin`, the locking read and the
+/// txid in one round trip. 404 (rolled back) when the caller has no such row.
+pub async fn lock_for_update(
+    client: &Object,
+    table: &'static str,
+    id: &uuid::Uuid,
+    owner: &str,
+) -> Result<Locked, ApiError> {
+    // `table` is one of the API's own table names, never client input.
+    let select = client
+        .prepare_cached(&format!(
+            "select to_jsonb({table}.*)::text, pg_current_xact_id()::text::bigint
+               from {table} where id = $1 and owner_id = $2 for update"
+        ))
+        .await
+        .map_err(db_error)?;
+    let params: [&(dyn ToSql + Sync); 2] = [id, &owner];
+    let (begun, row) = futures_util::join!(
+        client.batch_execute("begin"),
+        client.query_opt(&select, &params),
+    );
+    let locked = begun.and(row).map_err(db_error);
+    match locked {
+        Ok(Some(row)) => Ok(Locked {
+            current: row.get(0),
+            txid: row.get::<_, i64>(1) as u64,
+        }),
+        Ok(None) => Err(abort(client, ApiError::NotFound).await),
+        Err(e) => Err(abort(client, e).await),
+    }
+}
+
+/// Ends an update: the `update` statement and `commit` in one round trip. Returns the row
+/// written (the statement's `returning`; `None` when a condition of the statement's own
+/// left nothing to update, and then nothing was) and the committed write.
+pub async fn finish_update(
+    client: &Object,
+    locked: Locked,
+    update: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<(tokio_postgres::Row, Committed)>, ApiError> {
+    // A failed update aborts the transaction, and the `commit` then rolls it back.
+    let (written, committed) = futures_util::join!(
+        client.query_opt(update, params),
+        client.batch_execute("commit"),
+    );
+    let written = written.map_err(db_error)?;
+    committed.map_err(db_error)?;
+    Ok(written.map(|row| (row, Committed { txid: locked.txid })))
+}
+
+/// Rolls back an update begun by [`lock_for_update`] that will not be finished, and returns
+/// `err` (a connection that cannot even roll back is dropped by the pool's health check).
+pub async fn abort(client: &Object, err: ApiError) -> ApiError {
+    let _ = client.batch_execute("rollback").await;
+    err
+}
+
+/// After a commit: returns `client` to the pool, waits (bounded) for the replica, forgets
 /// `owner`'s cached reads of `table`, and returns the `X-Sync-Token` header.
 pub async fn settle(
     state: &AppState,
@@ -45,53 +210,33 @@ pub async fn settle(
     header
 }
 
-/// The caller's row `id` of `table` as JSON text, locked `for update` until the commit;
-/// `None` when the caller has no such row. The start of an update.
-pub async fn lock_owned(
-    tx: &Transaction<'_>,
-    table: &'static str,
-    id: &uuid::Uuid,
-    owner: &str,
-) -> Result<Option<String>, ApiError> {
-    // `table` is one of the API's own table names, never client input.
-    let select = tx
-        .prepare_cached(&format!(
-            "select to_jsonb({table}.*)::text from {table}
-              where id = $1 and owner_id = $2 for update"
-        ))
-        .await
-        .map_err(db_error)?;
-    let row = tx
-        .query_opt(&select, &[id, &owner])
-        .await
-        .map_err(db_error)?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// Deletes the caller's row `id` of `table` in one transaction and commits it like any write;
-/// 404 when the caller has no such row. Returns the `X-Sync-Token` header.
+/// Deletes the caller's row `id` of `table` in one statement and one round trip, and
+/// answers like any write; 404 when the caller has no such row. Returns the `X-Sync-Token`
+/// header.
 pub async fn delete_owned(
     state: &AppState,
     table: &'static str,
     id: &uuid::Uuid,
     owner: &str,
 ) -> Result<(&'static str, HeaderValue), ApiError> {
-    let mut client = state.primary.get().await?;
-    let tx = client.transaction().await.map_err(db_error)?;
+    let client = state.primary.get().await?;
     // `table` is one of the API's own table names, never client input.
-    let delete = async {
-        let delete = tx
-            .prepare_cached(&format!(
-                "delete from {table} where id = $1 and owner_id = $2"
-            ))
-            .await
-            .map_err(db_error)?;
-        tx.execute(&delete, &[id, &owner]).await.map_err(db_error)
-    };
-    let (txid, deleted) = crate::db::sync_token_with(&tx, delete).await?;
-    if deleted == 0 {
+    let delete = client
+        .prepare_cached(&format!(
+            "with gone as (delete from {table} where id = $1 and owner_id = $2 returning 1)
+             select (select count(*) from gone), pg_current_xact_id()::text::bigint"
+        ))
+        .await
+        .map_err(db_error)?;
+    let row = client
+        .query_one(&delete, &[id, &owner])
+        .await
+        .map_err(db_error)?;
+    if row.get::<_, i64>(0) == 0 {
         return Err(ApiError::NotFound);
     }
-    let committed = commit(tx, txid).await?;
+    let committed = Committed {
+        txid: row.get::<_, i64>(1) as u64,
+    };
     Ok(settle(state, client, committed, table, owner).await)
 }

@@ -867,7 +867,7 @@ async fn edge_shaped_tx(client: &Client, n: usize) -> anyhow::Result<Stats> {
     for i in 0..n {
         let t = Instant::now();
         client.execute(&begin, &[]).await?;
-        // Pipelined, as the edge sends them (`db::sync_token_with`).
+        // Pipelined, as the edge used to send them (token and insert together).
         let (name, price) = (format!("direct tx {i}"), i as i32 % 900);
         let params: [&(dyn ToSql + Sync); 3] = [&OWNER, &name, &price];
         let (token, row) = futures_util::join!(

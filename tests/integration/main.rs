@@ -14,6 +14,7 @@ mod api_openapi;
 mod api_orders;
 mod api_predictions;
 mod api_products;
+mod api_round_trips;
 mod auth;
 mod deploy_rehearsal;
 mod dev_command;

@@ -7,16 +7,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use deadpool_postgres::Transaction;
-use uuid::Uuid;
 
 use super::{NewOrder, OrderPatch, OrderView, TABLE};
 use crate::api::AppState;
 use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
-use crate::api::idempotency::{self, Claim};
+use crate::api::idempotency;
 use crate::api::writes;
 use crate::auth::AuthUser;
-use crate::db::{db_error, sync_token_with};
+use crate::db::db_error;
 use crate::error::{ApiError, ErrorBody};
 use crate::read::Row;
 
@@ -41,74 +39,57 @@ pub async fn create_order(
     body: ApiJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     let fields = body.value.validate()?;
-    let mut client = state.primary.get().await?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    if let Some(key) = &key {
-        let hash = idempotency::request_hash("POST /orders", &body.raw);
-        if let Claim::Replay(stored) = idempotency::claim(&tx, &user.sub, key, &hash).await? {
-            drop(tx);
-            // The replay may wait for the replica: not on a pooled connection.
-            drop(client);
-            return Ok(idempotency::replay(&state, stored).await);
-        }
-    }
-    require_product(&tx, fields.product_id, &user.sub).await?;
-    let insert = async {
-        let insert = tx
-            .prepare_cached(
-                "insert into orders (owner_id, product_id, quantity, unit_price_cents, currency,
-                                     ordered_at)
-                 values ($1, $2, $3, $4, $5, coalesce($6, now()))
-                 returning to_jsonb(orders.*)::text",
-            )
-            .await
-            .map_err(db_error)?;
-        tx.query_one(
-            &insert,
-            &[
-                &user.sub,
-                &fields.product_id,
-                &fields.quantity,
-                &fields.unit_price_cents,
-                &fields.currency,
-                &fields.ordered_at,
-            ],
-        )
-        .await
-        .map_err(db_error)
+    let key = key.as_deref().map(|key| writes::KeyUse {
+        key,
+        hash: idempotency::request_hash("POST /orders", &body.raw),
+    });
+    // The product must be the caller's, and is held (`for share`) until the statement
+    // commits, so a concurrent delete cannot orphan the order.
+    let created = writes::create_one(
+        &state,
+        &CREATE,
+        &user.sub,
+        key,
+        &[
+            &fields.product_id,
+            &fields.quantity,
+            &fields.unit_price_cents,
+            &fields.currency,
+            &fields.ordered_at,
+        ],
+    )
+    .await?;
+    let (row, token) = match created {
+        writes::Created::New { row, token } => (row, token),
+        writes::Created::Replay(response) => return Ok(response),
     };
-    let (txid, written) = sync_token_with(&tx, insert).await?;
-    let view = OrderView::from_row(&Row::from_json(&ORDERS, written.get(0))?);
-    if let Some(key) = &key {
-        let json = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-        let id = Uuid::parse_str(&view.id).map_err(anyhow::Error::from)?;
-        idempotency::record(&tx, &user.sub, key, &json, id, txid).await?;
-    }
-    let committed = writes::commit(tx, txid).await?;
-    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
+    let view = OrderView::from_row(&Row::from_json(&ORDERS, &row)?);
     tracing::info!(user = %user.sub, order.id = %view.id, "order created");
     Ok((StatusCode::CREATED, [token], Json(view)).into_response())
 }
 
-/// 422 on `product_id` unless it is one of `owner`'s products; holds it until commit so a
-/// concurrent delete cannot orphan the order.
-async fn require_product(
-    tx: &Transaction<'_>,
-    product_id: Uuid,
-    owner: &str,
-) -> Result<(), ApiError> {
-    let check = tx
-        .prepare_cached("select 1 from products where id = $1 and owner_id = $2 for share")
-        .await
-        .map_err(db_error)?;
-    match tx
-        .query_opt(&check, &[&product_id, &owner])
-        .await
-        .map_err(db_error)?
-    {
-        Some(_) => Ok(()),
-        None => Err(ApiError::invalid("product_id", "no such product")),
-    }
+/// How orders are created: one statement with the key's claim (see
+/// [`writes::create_one`]).
+const CREATE: writes::Create = writes::Create {
+    table: TABLE,
+    insert: "insert into orders (owner_id, product_id, quantity, unit_price_cents, currency,
+                             ordered_at)
+         select $1, $4, $5, $6, $7, coalesce($8, now())
+          where not exists (select 1 from prior)
+            and exists (select 1 from products where id = $4 and owner_id = $1 for share)
+         returning *",
+    unmet: no_such_product,
+    view: view_json,
+};
+
+/// An order's response body from its row image (replays of creates).
+fn view_json(row: &str) -> Result<serde_json::Value, ApiError> {
+    let view = OrderView::from_row(&Row::from_json(&ORDERS, row)?);
+    Ok(serde_json::to_value(view).map_err(anyhow::Error::from)?)
+}
+
+fn no_such_product() -> ApiError {
+    ApiError::invalid("product_id", "no such product")
 }
 
 /// Changes some fields of one of the caller's orders.
@@ -133,44 +114,44 @@ pub async fn update_order(
 ) -> Result<Response, ApiError> {
     let patch = body.value;
     patch.check()?;
-    let mut client = state.primary.get().await?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    let current = writes::lock_owned(&tx, TABLE, &id, &user.sub);
-    let (txid, current) = sync_token_with(&tx, current).await?;
-    let current = current.ok_or(ApiError::NotFound)?;
-    let current = OrderView::from_row(&Row::from_json(&ORDERS, &current)?);
-    let product_changed = patch.product_id.is_some();
-    let fields = patch.apply(&current)?;
-    if product_changed {
-        require_product(&tx, fields.product_id, &user.sub).await?;
-    }
-    let update = tx
+    let client = state.primary.get().await?;
+    let locked = writes::lock_for_update(&client, TABLE, &id, &user.sub).await?;
+    let fields = match Row::from_json(&ORDERS, &locked.current)
+        .and_then(|current| patch.apply(&OrderView::from_row(&current)))
+    {
+        Ok(fields) => fields,
+        Err(e) => return Err(writes::abort(&client, e).await),
+    };
+    // The product must be the caller's (checked even when unchanged: the same index
+    // lookup), and is held until the commit.
+    let update = match client
         .prepare_cached(
             "update orders
                 set product_id = $3, quantity = $4, unit_price_cents = $5, currency = $6,
                     ordered_at = $7, updated_at = now()
               where id = $1 and owner_id = $2
+                and exists (select 1 from products where id = $3 and owner_id = $2 for share)
              returning to_jsonb(orders.*)::text",
         )
         .await
-        .map_err(db_error)?;
-    let written = tx
-        .query_one(
-            &update,
-            &[
-                &id,
-                &user.sub,
-                &fields.product_id,
-                &fields.quantity,
-                &fields.unit_price_cents,
-                &fields.currency,
-                &fields.ordered_at,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
+    {
+        Ok(update) => update,
+        Err(e) => return Err(writes::abort(&client, db_error(e)).await),
+    };
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &id,
+        &user.sub,
+        &fields.product_id,
+        &fields.quantity,
+        &fields.unit_price_cents,
+        &fields.currency,
+        &fields.ordered_at,
+    ];
+    // The order is locked, so nothing written means the product check failed.
+    let (written, committed) = writes::finish_update(&client, locked, &update, &params)
+        .await?
+        .ok_or_else(no_such_product)?;
     let view = OrderView::from_row(&Row::from_json(&ORDERS, written.get(0))?);
-    let committed = writes::commit(tx, txid).await?;
     let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
     Ok(([token], Json(view)).into_response())
 }

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use super::{NewProduct, ProductPatch, ProductView, TABLE};
 use crate::api::AppState;
 use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
-use crate::api::idempotency::{self, Claim};
+use crate::api::idempotency;
 use crate::api::writes;
 use crate::auth::AuthUser;
-use crate::db::{db_error, sync_token_with};
+use crate::db::db_error;
 use crate::error::{ApiError, ErrorBody};
 use crate::read::Row;
 
@@ -38,51 +38,54 @@ pub async fn create_product(
     body: ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
     let fields = body.value.validate()?;
-    let mut client = state.primary.get().await?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    if let Some(key) = &key {
-        let hash = idempotency::request_hash("POST /products", &body.raw);
-        if let Claim::Replay(stored) = idempotency::claim(&tx, &user.sub, key, &hash).await? {
-            drop(tx);
-            // The replay may wait for the replica: not on a pooled connection.
-            drop(client);
-            return Ok(idempotency::replay(&state, stored).await);
-        }
-    }
-    let insert = async {
-        let insert = tx
-            .prepare_cached(
-                "insert into products (owner_id, name, unit, reorder_quantity, price_cents, notes)
-                 values ($1, $2, $3, $4, $5, $6)
-                 returning to_jsonb(products.*)::text",
-            )
-            .await
-            .map_err(db_error)?;
-        tx.query_one(
-            &insert,
-            &[
-                &user.sub,
-                &fields.name,
-                &fields.unit,
-                &fields.reorder_quantity,
-                &fields.price_cents,
-                &fields.notes,
-            ],
-        )
-        .await
-        .map_err(db_error)
+    let key = key.as_deref().map(|key| writes::KeyUse {
+        key,
+        hash: idempotency::request_hash("POST /products", &body.raw),
+    });
+    let created = writes::create_one(
+        &state,
+        &CREATE,
+        &user.sub,
+        key,
+        &[
+            &fields.name,
+            &fields.unit,
+            &fields.reorder_quantity,
+            &fields.price_cents,
+            &fields.notes,
+        ],
+    )
+    .await?;
+    let (row, token) = match created {
+        writes::Created::New { row, token } => (row, token),
+        writes::Created::Replay(response) => return Ok(response),
     };
-    let (txid, written) = sync_token_with(&tx, insert).await?;
-    let view = ProductView::from_row(&Row::from_json(&PRODUCTS, written.get(0))?);
-    if let Some(key) = &key {
-        let json = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-        let id = uuid::Uuid::parse_str(&view.id).map_err(anyhow::Error::from)?;
-        idempotency::record(&tx, &user.sub, key, &json, id, txid).await?;
-    }
-    let committed = writes::commit(tx, txid).await?;
-    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
+    let view = ProductView::from_row(&Row::from_json(&PRODUCTS, &row)?);
     tracing::info!(user = %user.sub, product.id = %view.id, "product created");
     Ok((StatusCode::CREATED, [token], Json(view)).into_response())
+}
+
+/// How products are created: one statement with the key's claim (see
+/// [`writes::create_one`]).
+const CREATE: writes::Create = writes::Create {
+    table: TABLE,
+    insert: "insert into products (owner_id, name, unit, reorder_quantity, price_cents, notes)
+         select $1, $4, $5, $6, $7, $8 where not exists (select 1 from prior)
+         returning *",
+    unmet: nothing_inserted,
+    view: view_json,
+};
+
+fn nothing_inserted() -> ApiError {
+    ApiError::Internal(anyhow::anyhow!(
+        "a product insert without a prior use of its key wrote nothing"
+    ))
+}
+
+/// A product's response body from its row image (replays of creates).
+fn view_json(row: &str) -> Result<serde_json::Value, ApiError> {
+    let view = ProductView::from_row(&Row::from_json(&PRODUCTS, row)?);
+    Ok(serde_json::to_value(view).map_err(anyhow::Error::from)?)
 }
 
 /// Changes some fields of one of the caller's products.
@@ -108,14 +111,15 @@ pub async fn update_product(
     let patch = body.value;
     // Checks that need no row (a null name, a zero quantity) fail before the primary.
     patch.clone().apply(&placeholder())?;
-    let mut client = state.primary.get().await?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    let current = writes::lock_owned(&tx, TABLE, &id, &user.sub);
-    let (txid, current) = sync_token_with(&tx, current).await?;
-    let current = current.ok_or(ApiError::NotFound)?;
-    let current = ProductView::from_row(&Row::from_json(&PRODUCTS, &current)?);
-    let fields = patch.apply(&current)?;
-    let update = tx
+    let client = state.primary.get().await?;
+    let locked = writes::lock_for_update(&client, TABLE, &id, &user.sub).await?;
+    let fields = match Row::from_json(&PRODUCTS, &locked.current)
+        .and_then(|current| patch.apply(&ProductView::from_row(&current)))
+    {
+        Ok(fields) => fields,
+        Err(e) => return Err(writes::abort(&client, e).await),
+    };
+    let update = match client
         .prepare_cached(
             "update products
                 set name = $3, unit = $4, reorder_quantity = $5, price_cents = $6, notes = $7,
@@ -124,24 +128,23 @@ pub async fn update_product(
              returning to_jsonb(products.*)::text",
         )
         .await
-        .map_err(db_error)?;
-    let written = tx
-        .query_one(
-            &update,
-            &[
-                &id,
-                &user.sub,
-                &fields.name,
-                &fields.unit,
-                &fields.reorder_quantity,
-                &fields.price_cents,
-                &fields.notes,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
+    {
+        Ok(update) => update,
+        Err(e) => return Err(writes::abort(&client, db_error(e)).await),
+    };
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &id,
+        &user.sub,
+        &fields.name,
+        &fields.unit,
+        &fields.reorder_quantity,
+        &fields.price_cents,
+        &fields.notes,
+    ];
+    let (written, committed) = writes::finish_update(&client, locked, &update, &params)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let view = ProductView::from_row(&Row::from_json(&PRODUCTS, written.get(0))?);
-    let committed = writes::commit(tx, txid).await?;
     let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
     Ok(([token], Json(view)).into_response())
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ pub struct Relay {
     acceptor: Option<JoinHandle<()>>,
     /// The one-way delay, in microseconds, added to every chunk in both directions.
     latency_us: Arc<AtomicU64>,
+    /// Per connection, in the order they were opened: how many times the client spoke after
+    /// the server (or first), i.e. the round trips it waited for.
+    turns: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
 }
 
 impl Relay {
@@ -35,6 +38,7 @@ impl Relay {
             inner: Default::default(),
             acceptor: None,
             latency_us: Default::default(),
+            turns: Default::default(),
         };
         relay.acceptor = Some(relay.accept_loop(listener));
         relay
@@ -46,22 +50,36 @@ impl Relay {
     }
 
     fn accept_loop(&self, listener: TcpListener) -> JoinHandle<()> {
-        let (upstream, inner, latency) = (
+        let (upstream, inner, latency, turns) = (
             self.upstream.clone(),
             self.inner.clone(),
             self.latency_us.clone(),
+            self.turns.clone(),
         );
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let latency = latency.clone();
                 let upstream = *upstream.lock().unwrap();
+                let counted = Arc::new(AtomicU64::new(0));
+                turns.lock().unwrap().push(counted.clone());
                 let pipe = tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         let (client_rx, client_tx) = client.into_split();
                         let (server_rx, server_tx) = server.into_split();
+                        // Who sent the last chunk: the client's next one after the server's
+                        // is a new round trip.
+                        let server_spoke = Arc::new(AtomicBool::new(true));
+                        let client_side = Turns {
+                            count: Some(counted),
+                            server_spoke: server_spoke.clone(),
+                        };
+                        let server_side = Turns {
+                            count: None,
+                            server_spoke,
+                        };
                         let _ = tokio::try_join!(
-                            forward(client_rx, server_tx, latency.clone()),
-                            forward(server_rx, client_tx, latency),
+                            forward(client_rx, server_tx, latency.clone(), client_side),
+                            forward(server_rx, client_tx, latency, server_side),
                         );
                     }
                 });
@@ -81,6 +99,16 @@ impl Relay {
     /// Sends new connections to `upstream` from now on (live ones stay where they are).
     pub fn set_upstream(&self, upstream: SocketAddr) {
         *self.upstream.lock().unwrap() = upstream;
+    }
+
+    /// The round trips each connection opened so far has waited for, in opening order.
+    pub fn round_trips(&self) -> Vec<u64> {
+        self.turns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.load(Ordering::SeqCst))
+            .collect()
     }
 
     /// Refuses new connections and drops the live ones.
@@ -116,10 +144,31 @@ impl Drop for Relay {
 /// Copies `from` to `to`, delivering each chunk once the latency in force when it arrived
 /// has passed (a delay line: chunks queue up, the throughput is not limited). Ends when
 /// `from` reaches its end (then shuts `to` down) or either side fails.
+/// One direction's part in counting round trips.
+struct Turns {
+    /// Counts the client's turns (the client-to-server direction only).
+    count: Option<Arc<AtomicU64>>,
+    server_spoke: Arc<AtomicBool>,
+}
+
+impl Turns {
+    fn chunk(&self) {
+        match &self.count {
+            Some(count) => {
+                if self.server_spoke.swap(false, Ordering::SeqCst) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            None => self.server_spoke.store(true, Ordering::SeqCst),
+        }
+    }
+}
+
 async fn forward(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     latency_us: Arc<AtomicU64>,
+    turns: Turns,
 ) -> io::Result<()> {
     let (queue, mut queued) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let read = async move {
@@ -129,6 +178,7 @@ async fn forward(
             if n == 0 {
                 return Ok(()); // the end: dropping `queue` lets the writer finish
             }
+            turns.chunk();
             let due = Instant::now() + Duration::from_micros(latency_us.load(Ordering::Relaxed));
             if queue.send((due, buf[..n].to_vec())).is_err() {
                 return Ok(());

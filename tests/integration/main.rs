@@ -16,6 +16,7 @@ mod api_predictions;
 mod api_products;
 mod api_round_trips;
 mod auth;
+mod bench_distance;
 mod deploy_rehearsal;
 mod dev_command;
 mod faults_under_load;

@@ -116,6 +116,22 @@ impl TestApp {
         );
     }
 
+    /// Waits until the edge has applied everything committed on the database at `url`.
+    pub async fn catch_up_url(&self, url: &str) {
+        let client = super::db::connect(url).await;
+        let fence: i64 = client
+            .query_one("select pg_current_xact_id()::text::bigint", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            self.sync
+                .wait_applied(fence as u64, Duration::from_secs(60))
+                .await,
+            "edge did not catch up"
+        );
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -31,7 +31,11 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn rtts(d: Duration, rtt: Duration) -> String {
-    format!("{:.2} RTT ({} ms)", d.as_secs_f64() / rtt.as_secs_f64(), d.as_millis())
+    format!(
+        "{:.2} RTT ({} ms)",
+        d.as_secs_f64() / rtt.as_secs_f64(),
+        d.as_millis()
+    )
 }
 
 /// Median time of a `POST /api/products` (with an `Idempotency-Key`), read-your-writes
@@ -119,11 +123,8 @@ async fn distance_bench() {
     app.stop().await;
 
     // (2) The far edge pulls from the standby in its own region.
-    let app = TestApp::spawn_with(
-        &primary_url,
-        &[("SYNC_DATABASE_URL", &standby.url("app"))],
-    )
-    .await;
+    let app =
+        TestApp::spawn_with(&primary_url, &[("SYNC_DATABASE_URL", &standby.url("app"))]).await;
     app.catch_up_url(&primary.url("app")).await;
     let post_standby = post_latency(&app, samples).await;
     let lag_standby = lag(&app, &local, samples).await;
@@ -134,7 +135,9 @@ async fn distance_bench() {
         delay.as_millis(),
         rtt.as_millis()
     );
-    println!("| measure | edge pulling from the primary | edge pulling from a standby in its region | floor |");
+    println!(
+        "| measure | edge pulling from the primary | edge pulling from a standby in its region | floor |"
+    );
     println!("|---|---|---|---|");
     println!(
         "| `POST /api/products` with its key, read-your-writes included | {} | {} | 1 RTT |",

@@ -170,6 +170,38 @@ impl Cluster {
         );
     }
 
+    /// CPU time (user + system) the server's processes have used so far: the postmaster and
+    /// its children, from `/proc` (Linux).
+    pub fn cpu_time(&self) -> Duration {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let postmaster: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let ticks_per_second = 100.0; // USER_HZ on Linux
+        let mut ticks = 0u64;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command's closing parenthesis: state, ppid, … utime, stime.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ppid: u32 = fields[1].parse().unwrap_or(0);
+            if pid == postmaster || ppid == postmaster {
+                ticks +=
+                    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+            }
+        }
+        Duration::from_secs_f64(ticks as f64 / ticks_per_second)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }

@@ -122,6 +122,7 @@ impl Metrics {
             .idle_timeout(MetricKindMask::ALL, Some(idle))
             .build_recorder();
         let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, super::metric_descriptions::describe);
         Metrics {
             inner: Arc::new(Inner {
                 recorder,

@@ -22,6 +22,7 @@ pub mod extract;
 pub mod health;
 pub mod history;
 pub mod idempotency;
+mod metric_descriptions;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -126,3 +126,69 @@ fn metric_names_are_found_in_promql() {
         ["auto_order_x_seconds", "http_requests_total"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_pass_promtool_check_metrics() {
+    // `promtool` comes from Debian's prometheus package (.ci/run installs it).
+    let Ok(promtool) = which_promtool() else {
+        panic!("promtool is not installed (apt-get install prometheus)");
+    };
+    // Arrange: an edge with requests, a change and a 429 behind it.
+    let db = TestDb::new().await;
+    let app = TestApp::spawn_with(&db.url, &[("RATE_LIMIT_MAX", "2")]).await;
+    app.catch_up(&db).await;
+    for _ in 0..3 {
+        app.http
+            .get(app.url("/api/products"))
+            .bearer_auth(app.token("u", &[]))
+            .send()
+            .await
+            .unwrap();
+    }
+    let exported = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Act
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exported.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    // Assert: no problems (every family has HELP, units by convention).
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && report.trim().is_empty(), "{report}");
+    assert!(exported.contains("# HELP auto_order_sync_forks_total"));
+    app.stop().await;
+}
+
+fn which_promtool() -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("promtool"))
+                .find(|p| p.exists())
+        })
+        .ok_or(())
+}

@@ -20,6 +20,7 @@
 //! | `READ_YOUR_WRITES_TIMEOUT_MS` | `1000` | how long a write (or a read with `X-Sync-Token`) waits for the replica |
 //! | `WRITE_MODE` | `forward` | `forward`: every edge writes to the primary; `fly-replay`: edges outside `PRIMARY_REGION` answer writes with `fly-replay: region=<primary>` |
 //! | `AUTH0_DOMAIN`, `AUTH0_AUDIENCE`, `AUTH0_ISSUER_BASE_URL`, `JWKS_URL` | dev issuer | see `docs/AUTH.md` |
+//! | `DEMO_PAGE` | `false` (`auto-order dev` turns it on) | `true` serves the demo web page at `/` (and, with the dev issuer, its sign-in; see `src/demo/mod.rs`) |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,6 +56,8 @@ pub struct Config {
     pub read_your_writes_timeout: Duration,
     pub write_mode: WriteMode,
     pub auth: AuthSettings,
+    /// Serve the demo page at `/` ([`crate::demo`]); off unless configured.
+    pub demo_page: bool,
 }
 
 /// A configuration problem, stated in one line for the operator.
@@ -114,6 +117,7 @@ impl Config {
             )?),
             write_mode: parse(&get, "WRITE_MODE", WriteMode::Forward)?,
             auth,
+            demo_page: parse(&get, "DEMO_PAGE", false)?,
         })
     }
 

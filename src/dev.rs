@@ -7,8 +7,8 @@
 //! 3. Loads demo data for `demo-user`: a few products and months of purchases, so
 //!    predictions and re-orders show something. Fixed ids and `on conflict do nothing`
 //!    make a rerun add nothing.
-//! 4. Starts the edge with the local dev issuer, waits for the first sync, and prints the
-//!    URL, a ready token and example `curl` lines.
+//! 4. Starts the edge with the local dev issuer and the demo page ([`crate::demo`]) at `/`,
+//!    waits for the first sync, and prints the URL, a ready token and example `curl` lines.
 //!
 //! Refused in production and when Auth0 is configured (the dev issuer would not be used).
 
@@ -77,7 +77,7 @@ const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
 ];
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     ensure!(
         !config.production,
         "`auto-order dev` is for local development; refusing to run with APP_ENV/NODE_ENV=production"
@@ -86,6 +86,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.auth.is_dev(),
         "`auto-order dev` uses the local dev issuer; unset AUTH0_DOMAIN / AUTH0_ISSUER_BASE_URL"
     );
+    config.demo_page = true;
     let url = config.database_url().to_owned();
     ensure_database(&url).await?;
     let connector = PgConnector::from_url(&url).map_err(anyhow::Error::msg)?;
@@ -231,18 +232,19 @@ fn print_banner(port: u16, token: &str, added: u64) {
         r#"
 Auto-Order dev edge is running ({seeded} for {DEMO_USER}).
   URL:   {url}
+  Demo:  {url}/  (web page: sign in as {DEMO_USER})
   User:  {DEMO_USER}
   Token: {token}
   Docs:  {url}/api/docs/
 
-Try:
+Try (-w '\n' ends each answer with a newline):
   export TOKEN='{token}'
-  curl -s {url}/api/health
-  curl -s -H "Authorization: Bearer $TOKEN" {url}/api/products
-  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  curl -s -w '\n' {url}/api/health
+  curl -s -w '\n' -H "Authorization: Bearer $TOKEN" {url}/api/products
+  curl -s -w '\n' -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
        -d '{{"name":"Oat milk","reorder_quantity":2}}' {url}/api/products
-  curl -s -H "Authorization: Bearer $TOKEN" {url}/api/predictions/{coffee}
-  curl -s -H "Authorization: Bearer $TOKEN" '{url}/api/reorders?within_days=14'
+  curl -s -w '\n' -H "Authorization: Bearer $TOKEN" {url}/api/predictions/{coffee}
+  curl -s -w '\n' -H "Authorization: Bearer $TOKEN" '{url}/api/reorders?within_days=14'
   curl -s {url}/metrics
 
 Ctrl-C stops it; `auto-order dev` again resumes with the same data.

@@ -33,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod consistency;
 pub mod db;
+pub mod demo;
 pub mod dev;
 pub mod error;
 pub mod predict;

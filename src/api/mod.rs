@@ -162,6 +162,7 @@ pub fn app(state: AppState) -> Router {
     routes
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .merge(state.auth.dev_routes())
+        .merge(crate::demo::router(&state))
         .with_state(state.clone())
         .merge(metrics::router(state, metrics))
         // An unknown path (e.g. an empty id: `/api/orders/`) or method gets the JSON error

@@ -14,6 +14,7 @@ mod api_orders;
 mod api_predictions;
 mod api_products;
 mod auth;
+mod demo_page;
 mod deploy_rehearsal;
 mod dev_command;
 mod faults_under_load;

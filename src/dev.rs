@@ -120,8 +120,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     server.await.context("server task")?
 }
 
-/// Creates the database named in `url` if the server does not have it yet.
-async fn ensure_database(url: &str) -> anyhow::Result<()> {
+/// Creates the database named in `url` if the server does not have it yet (also used by
+/// `rehearse`).
+pub(crate) async fn ensure_database(url: &str) -> anyhow::Result<()> {
     let connector = PgConnector::from_url(url).map_err(anyhow::Error::msg)?;
     let name = connector
         .config()

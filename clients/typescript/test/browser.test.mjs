@@ -271,6 +271,18 @@ describe("the demo page on a three-region rehearsal, through the client", () => 
     }
   });
 
+  test("the page the edge itself serves works too (same origin, under its CSP)", async () => {
+    const own = await browser.newPage();
+    const problems = [];
+    own.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+    own.on("pageerror", (e) => problems.push(String(e)));
+    await own.goto(`${edgeUrl("iad")}/`);
+    await own.click("text=Sign in with the dev issuer");
+    await own.locator("#products tr", { hasText: "Coffee beans" }).waitFor({ timeout: 5000 });
+    assert.deepEqual(problems, []);
+    await own.close();
+  });
+
   test("with the primary stopped, reads go on and a create says to try again", async () => {
     // Every edge's replica holds everything written so far (reads without a token come
     // from the replica), so what follows is served with no primary at all.

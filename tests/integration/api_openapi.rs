@@ -110,3 +110,41 @@ fn fill_params(path: &str) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_are_declared_with_the_bounds_the_api_enforces_and_creates_with_location() {
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+
+    let doc: Value = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field, minimum) in [
+        ("ProductView", "reorder_quantity", 1),
+        ("NewProduct", "reorder_quantity", 1),
+        ("ProductPatch", "reorder_quantity", 1),
+        ("NewProduct", "price_cents", 0),
+        ("NewOrder", "quantity", 1),
+        ("OrderPatch", "unit_price_cents", 0),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(property["format"], "int32", "{schema}.{field}: {property}");
+        assert_eq!(property["minimum"], minimum, "{schema}.{field}: {property}");
+    }
+    assert_eq!(
+        schemas["NewOrder"]["properties"]["quantity"]["maximum"],
+        1_000_000
+    );
+    for path in ["/api/products", "/api/orders"] {
+        let created = &doc["paths"][path]["post"]["responses"]["201"]["headers"];
+        assert!(created["Location"].is_object(), "{path}: {created}");
+    }
+}

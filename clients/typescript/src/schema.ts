@@ -231,12 +231,12 @@ export interface components {
              */
             product_id: string;
             /**
-             * Format: int64
+             * Format: int32
              * @description 1 to 1 000 000.
              */
             quantity: number;
             /**
-             * Format: int64
+             * Format: int32
              * @description At least 0.
              */
             unit_price_cents?: number | null;
@@ -248,12 +248,12 @@ export interface components {
             /** @description At most 2000 characters. */
             notes?: string | null;
             /**
-             * Format: int64
+             * Format: int32
              * @description At least 0.
              */
             price_cents?: number | null;
             /**
-             * Format: int64
+             * Format: int32
              * @description Greater than 0; default 1.
              */
             reorder_quantity?: number | null;
@@ -272,9 +272,9 @@ export interface components {
             ordered_at?: string | null;
             /** Format: uuid */
             product_id?: string | null;
-            /** Format: int64 */
+            /** Format: int32 */
             quantity?: number | null;
-            /** Format: int64 */
+            /** Format: int32 */
             unit_price_cents?: number | null;
         };
         /** @description An order as clients see it (the owner is implied by the token). */
@@ -288,9 +288,9 @@ export interface components {
             ordered_at: string;
             /** Format: uuid */
             product_id: string;
-            /** Format: int64 */
+            /** Format: int32 */
             quantity: number;
-            /** Format: int64 */
+            /** Format: int32 */
             unit_price_cents?: number | null;
             /** Format: date-time */
             updated_at: string;
@@ -312,9 +312,9 @@ export interface components {
                 ordered_at: string;
                 /** Format: uuid */
                 product_id: string;
-                /** Format: int64 */
+                /** Format: int32 */
                 quantity: number;
-                /** Format: int64 */
+                /** Format: int32 */
                 unit_price_cents?: number | null;
                 /** Format: date-time */
                 updated_at: string;
@@ -336,9 +336,9 @@ export interface components {
                 id: string;
                 name: string;
                 notes?: string | null;
-                /** Format: int64 */
+                /** Format: int32 */
                 price_cents?: number | null;
-                /** Format: int64 */
+                /** Format: int32 */
                 reorder_quantity: number;
                 unit?: string | null;
                 /** Format: date-time */
@@ -387,9 +387,9 @@ export interface components {
         ProductPatch: {
             name?: string | null;
             notes?: string | null;
-            /** Format: int64 */
+            /** Format: int32 */
             price_cents?: number | null;
-            /** Format: int64 */
+            /** Format: int32 */
             reorder_quantity?: number | null;
             unit?: string | null;
         };
@@ -401,9 +401,9 @@ export interface components {
             id: string;
             name: string;
             notes?: string | null;
-            /** Format: int64 */
+            /** Format: int32 */
             price_cents?: number | null;
-            /** Format: int64 */
+            /** Format: int32 */
             reorder_quantity: number;
             unit?: string | null;
             /** Format: date-time */
@@ -727,6 +727,8 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    /** @description The new order's path: the path posted to, then its id */
+                    Location?: string;
                     /** @description Send on reads to see this write */
                     "X-Sync-Token"?: string;
                     [name: string]: unknown;
@@ -1146,6 +1148,8 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    /** @description The new product's path: the path posted to, then its id */
+                    Location?: string;
                     /** @description Send on reads to see this write */
                     "X-Sync-Token"?: string;
                     [name: string]: unknown;

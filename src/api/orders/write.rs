@@ -4,7 +4,7 @@
 
 use auto_order_sync::catalog::ORDERS;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Transaction;
@@ -27,7 +27,8 @@ use crate::read::Row;
     request_body = NewOrder,
     responses(
         (status = 201, description = "Created", body = OrderView,
-            headers(("X-Sync-Token" = String, description = "Send on reads to see this write"))),
+            headers(("X-Sync-Token" = String, description = "Send on reads to see this write"),
+                ("Location" = String, description = "The new order's path: the path posted to, then its id"))),
         (status = 400, description = "Malformed JSON, wrong content type, bad key", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -38,6 +39,7 @@ pub async fn create_order(
     State(state): State<AppState>,
     user: AuthUser,
     IdempotencyKey(key): IdempotencyKey,
+    OriginalUri(uri): OriginalUri,
     body: ApiJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     let fields = body.value.validate()?;
@@ -47,7 +49,7 @@ pub async fn create_order(
         let hash = idempotency::request_hash("POST /orders", &body.raw);
         if let Claim::Replay(stored) = idempotency::claim(&tx, &user.sub, key, &hash).await? {
             drop(tx);
-            return Ok(idempotency::replay(&state, stored).await);
+            return Ok(idempotency::replay(&state, stored, uri.path()).await);
         }
     }
     require_product(&tx, fields.product_id, &user.sub).await?;
@@ -84,7 +86,8 @@ pub async fn create_order(
     }
     let token = writes::commit(&state, tx, txid, TABLE, &user.sub).await?;
     tracing::info!(user = %user.sub, order.id = %view.id, "order created");
-    Ok((StatusCode::CREATED, [token], Json(view)).into_response())
+    let location = idempotency::location(uri.path(), &view.id);
+    Ok((StatusCode::CREATED, [token, location], Json(view)).into_response())
 }
 
 /// 422 on `product_id` unless it is one of `owner`'s products; holds it until commit so a

@@ -107,9 +107,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The routes and the OpenAPI document describing them.
 pub fn routes_and_doc(api_version: &str) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (api, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api", api_routes())
         .split_for_parts();
+    openapi::finish(&mut doc);
     let (versioned, _) = OpenApiRouter::<AppState>::new()
         .nest(&format!("/api/{api_version}"), api_routes())
         .split_for_parts();

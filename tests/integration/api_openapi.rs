@@ -112,7 +112,8 @@ fn fill_params(path: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn integers_are_declared_with_the_bounds_the_api_enforces_and_creates_with_location() {
+async fn integers_carry_their_enforced_bounds_optional_parameters_are_not_nullable_creates_have_location()
+ {
     let db = TestDb::new().await;
     let app = TestApp::spawn(&db).await;
 
@@ -142,6 +143,17 @@ async fn integers_are_declared_with_the_bounds_the_api_enforces_and_creates_with
     assert_eq!(
         schemas["NewOrder"]["properties"]["quantity"]["maximum"],
         1_000_000
+    );
+    let parameters = doc["paths"]["/api/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let token = parameters
+        .iter()
+        .find(|p| p["name"] == "X-Sync-Token")
+        .unwrap();
+    assert_eq!(
+        token["schema"]["type"], "string",
+        "an optional header is absent, never null: {token}"
     );
     for path in ["/api/products", "/api/orders"] {
         let created = &doc["paths"][path]["post"]["responses"]["201"]["headers"];

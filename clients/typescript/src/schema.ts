@@ -643,9 +643,9 @@ export interface operations {
             };
             header?: {
                 /** @description A write's token: read at least that write */
-                "X-Sync-Token"?: string | null;
+                "X-Sync-Token"?: string;
                 /** @description ETag of a previous answer */
-                "If-None-Match"?: string | null;
+                "If-None-Match"?: string;
             };
             path?: never;
             cookie?: never;
@@ -713,7 +713,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Retrying with the same key returns the original response */
-                "Idempotency-Key"?: string | null;
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -789,9 +789,9 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description A write's token: read at least that write */
-                "X-Sync-Token"?: string | null;
+                "X-Sync-Token"?: string;
                 /** @description ETag of a previous answer */
-                "If-None-Match"?: string | null;
+                "If-None-Match"?: string;
             };
             path: {
                 /** @description Order id */
@@ -1004,7 +1004,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Token of an earlier write: the answer includes it */
-                "X-Sync-Token"?: number | null;
+                "X-Sync-Token"?: number;
             };
             path: {
                 /** @description The product's id */
@@ -1064,9 +1064,9 @@ export interface operations {
             };
             header?: {
                 /** @description A write's token: read at least that write */
-                "X-Sync-Token"?: string | null;
+                "X-Sync-Token"?: string;
                 /** @description ETag of a previous answer */
-                "If-None-Match"?: string | null;
+                "If-None-Match"?: string;
             };
             path?: never;
             cookie?: never;
@@ -1134,7 +1134,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Retrying with the same key returns the original response */
-                "Idempotency-Key"?: string | null;
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -1210,9 +1210,9 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description A write's token: read at least that write */
-                "X-Sync-Token"?: string | null;
+                "X-Sync-Token"?: string;
                 /** @description ETag of a previous answer */
-                "If-None-Match"?: string | null;
+                "If-None-Match"?: string;
             };
             path: {
                 /** @description Product id */
@@ -1428,7 +1428,7 @@ export interface operations {
             };
             header?: {
                 /** @description Token of an earlier write: the answer includes it */
-                "X-Sync-Token"?: number | null;
+                "X-Sync-Token"?: number;
             };
             path?: never;
             cookie?: never;

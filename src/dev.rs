@@ -11,6 +11,7 @@
 //!    waits for the first sync, and prints the URL, a ready token and example `curl` lines.
 //!
 //! Refused in production and when Auth0 is configured (the dev issuer would not be used).
+//! The rate limit is raised to [`DEV_RATE_LIMIT_MAX`] unless `RATE_LIMIT_MAX` is set.
 
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ use crate::config::Config;
 use crate::server::{Application, shutdown_signal};
 
 pub const DEMO_USER: &str = "demo-user";
+
+/// Requests per window per IP and per user under `dev`, unless `RATE_LIMIT_MAX` is set.
+const DEV_RATE_LIMIT_MAX: u32 = 10_000;
 
 /// How long the printed token is valid.
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -87,6 +91,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         "`auto-order dev` uses the local dev issuer; unset AUTH0_DOMAIN / AUTH0_ISSUER_BASE_URL"
     );
     config.demo_page = true;
+    // One local user: the production default (100 requests a minute per IP and per user)
+    // would throttle the demo page, which asks one prediction per product on every render.
+    // An explicit RATE_LIMIT_MAX still wins.
+    if std::env::var_os("RATE_LIMIT_MAX").is_none() {
+        config.rate_limit_max = DEV_RATE_LIMIT_MAX;
+    }
     let url = config.database_url().to_owned();
     ensure_database(&url).await?;
     let connector = PgConnector::from_url(&url).map_err(anyhow::Error::msg)?;

@@ -14,7 +14,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { createInterface } from "node:readline";
 import net from "node:net";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, extname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -139,7 +139,7 @@ describe("the demo page on a three-region rehearsal, through the client", () => 
       REGIONS.map((region) => {
         const dataDir = join(dirs, region);
         if (region !== REGIONS[0]) {
-          execFileSync("mkdir", ["-p", dataDir]);
+          mkdirSync(dataDir, { recursive: true });
           copyFileSync(join(keyDir, "dev-issuer-key.pk8"), join(dataDir, "dev-issuer-key.pk8"));
         }
         return startEdge(region, {

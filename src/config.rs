@@ -58,6 +58,9 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Serve the demo page at `/` ([`crate::demo`]); off unless configured.
     pub demo_page: bool,
+    /// The address the HTTP server binds: every interface (`0.0.0.0`, as Fly needs);
+    /// `auto-order dev` sets loopback.
+    pub listen_ip: std::net::IpAddr,
 }
 
 /// A configuration problem, stated in one line for the operator.
@@ -118,6 +121,7 @@ impl Config {
             write_mode: parse(&get, "WRITE_MODE", WriteMode::Forward)?,
             auth,
             demo_page: parse(&get, "DEMO_PAGE", false)?,
+            listen_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
         })
     }
 

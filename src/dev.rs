@@ -7,8 +7,9 @@
 //! 3. Loads demo data for `demo-user`: a few products and months of purchases, so
 //!    predictions and re-orders show something. Fixed ids and `on conflict do nothing`
 //!    make a rerun add nothing.
-//! 4. Starts the edge with the local dev issuer and the demo page ([`crate::demo`]) at `/`,
-//!    waits for the first sync, and prints the URL, a ready token and example `curl` lines.
+//! 4. Starts the edge on loopback with the local dev issuer and the demo page
+//!    ([`crate::demo`]) at `/`, waits for the first sync, and prints the URL, a ready token
+//!    and example `curl` lines.
 //!
 //! Refused in production and when Auth0 is configured (the dev issuer would not be used).
 //! The rate limit is raised to [`DEV_RATE_LIMIT_MAX`] unless `RATE_LIMIT_MAX` is set.
@@ -91,6 +92,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         "`auto-order dev` uses the local dev issuer; unset AUTH0_DOMAIN / AUTH0_ISSUER_BASE_URL"
     );
     config.demo_page = true;
+    // A local edge for one developer: not reachable from the network (its demo page mints
+    // tokens for anyone who asks).
+    config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     // One local user: the production default (100 requests a minute per IP and per user)
     // would throttle the demo page, which asks one prediction per product on every render.
     // An explicit RATE_LIMIT_MAX still wins.

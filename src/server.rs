@@ -44,7 +44,7 @@ impl Application {
         let (engine, sync) = Engine::new(connector.clone(), replica, engine_config)
             .await
             .context("Failed to read the replica's sync state")?;
-        let address = SocketAddr::from(([0, 0, 0, 0], config.port));
+        let address = SocketAddr::from((config.listen_ip, config.port));
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("Failed to bind {address}"))?;

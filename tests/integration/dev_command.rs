@@ -69,6 +69,23 @@ fn start_dev(
     (child, url, token, before_banner)
 }
 
+/// The local addresses (hex, as in `/proc/net/tcp`) of sockets listening on `port`.
+fn listen_addresses(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, local_port) = fields.get(1)?.split_once(':')?;
+            // State 0A is LISTEN.
+            (fields.get(3) == Some(&"0A") && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| address.to_owned())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_creates_the_database_loads_demo_data_and_prints_a_working_token() {
     // Arrange: a server with no database of that name yet.
@@ -82,6 +99,8 @@ async fn dev_creates_the_database_loads_demo_data_and_prints_a_working_token() {
     let (child, base, token, before_banner) = start_dev(&url, dir.path());
     let health = http.get(format!("{base}/api/health")).send().await.unwrap();
     let demo_page = http.get(format!("{base}/")).send().await.unwrap();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let listening_on = listen_addresses(port);
     let reorders: Value = http
         .get(format!("{base}/api/reorders?within_days=30"))
         .bearer_auth(&token)

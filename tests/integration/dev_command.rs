@@ -126,6 +126,11 @@ async fn dev_creates_the_database_loads_demo_data_and_prints_a_working_token() {
         StatusCode::OK,
         "dev serves the demo page"
     );
+    assert_eq!(
+        listening_on,
+        vec!["0100007F".to_owned()],
+        "dev listens on 127.0.0.1 only"
+    );
     let items = reorders["items"].as_array().expect("items");
     assert!(
         !items.is_empty(),

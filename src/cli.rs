@@ -89,7 +89,16 @@ pub fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return config_failure(&err),
     };
-    telemetry::init(&config.log_level);
+    if matches!(cli.command, Command::Dev) {
+        // Only an explicit LOG_LEVEL changes dev's quiet default (the config's default is
+        // `info`, which is the server's).
+        let explicit = std::env::var("LOG_LEVEL")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        telemetry::init_for_humans(explicit.as_deref().unwrap_or(telemetry::DEV_LOG_FILTER));
+    } else {
+        telemetry::init(&config.log_level);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

@@ -31,6 +31,7 @@
 //! | `TRUST_FLY_CLIENT_IP` | `false` | key the per-IP rate limit on `Fly-Client-IP` (only behind Fly's proxy) |
 //! | `ALLOW_PLAINTEXT_DATABASE` | `false` | production only: accept a `DATABASE_URL` without `sslmode=require`/`verify-*` |
 //! | `ALLOW_PLAINTEXT_JWKS` | `false` | production only: accept an `http://` JWKS URL (read by [`crate::auth::AuthSettings`]) |
+//! | `DEMO_PAGE` | `false` (`auto-order dev` turns it on) | `true` serves the demo web page at `/` (and, with the dev issuer, its sign-in; see `src/demo/mod.rs`) |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +82,11 @@ pub struct Config {
     /// Trust `Fly-Client-IP` for the per-IP limit: only true behind Fly's proxy, which
     /// sets it; anywhere else a client could pick its own key.
     pub trust_fly_client_ip: bool,
+    /// Serve the demo page at `/` ([`crate::demo`]); off unless configured.
+    pub demo_page: bool,
+    /// The address the HTTP server binds: every interface (`0.0.0.0`, as Fly needs);
+    /// `auto-order dev` sets loopback.
+    pub listen_ip: std::net::IpAddr,
 }
 
 /// A configuration problem, stated in one line for the operator.
@@ -184,6 +190,8 @@ impl Config {
             primary_read_concurrency: positive(&get, "PRIMARY_READ_CONCURRENCY", 4)?,
             resync_cooldown: duration(&get, "RESYNC_COOLDOWN", "5m")?,
             trust_fly_client_ip: flag(&get, "TRUST_FLY_CLIENT_IP")?,
+            demo_page: parse(&get, "DEMO_PAGE", false)?,
+            listen_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
         })
     }
 

@@ -7,10 +7,12 @@
 //! 3. Loads demo data for `demo-user`: a few products and months of purchases, so
 //!    predictions and re-orders show something. Fixed ids and `on conflict do nothing`
 //!    make a rerun add nothing.
-//! 4. Starts the edge with the local dev issuer, waits for the first sync, and prints the
-//!    URL, a ready token and example `curl` lines.
+//! 4. Starts the edge on loopback with the local dev issuer and the demo page
+//!    ([`crate::demo`]) at `/`, waits for the first sync, and prints the URL, a ready token
+//!    and example `curl` lines.
 //!
 //! Refused in production and when Auth0 is configured (the dev issuer would not be used).
+//! The rate limit is raised to [`DEV_RATE_LIMIT_MAX`] unless `RATE_LIMIT_MAX` is set.
 
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ use crate::config::Config;
 use crate::server::{Application, shutdown_signal};
 
 pub const DEMO_USER: &str = "demo-user";
+
+/// Requests per window per IP and per user under `dev`, unless `RATE_LIMIT_MAX` is set.
+const DEV_RATE_LIMIT_MAX: u32 = 10_000;
 
 /// How long the printed token is valid.
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -77,7 +82,7 @@ const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
 ];
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     ensure!(
         !config.production,
         "`auto-order dev` is for local development; refusing to run with APP_ENV/NODE_ENV=production"
@@ -86,6 +91,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.auth.is_dev(),
         "`auto-order dev` uses the local dev issuer; unset AUTH0_DOMAIN / AUTH0_ISSUER_BASE_URL"
     );
+    config.demo_page = true;
+    // A local edge for one developer: not reachable from the network (its demo page mints
+    // tokens for anyone who asks).
+    config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
+    // One local user: the production default (100 requests a minute per IP and per user)
+    // would throttle the demo page, which asks one prediction per product on every render.
+    // An explicit RATE_LIMIT_MAX still wins.
+    if std::env::var_os("RATE_LIMIT_MAX").is_none() {
+        config.rate_limit_max = DEV_RATE_LIMIT_MAX;
+    }
     let url = config.database_url().to_owned();
     ensure_database(&url).await?;
     let connector = PgConnector::from_url(&url).map_err(anyhow::Error::msg)?;
@@ -119,8 +134,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     server.await.context("server task")?
 }
 
-/// Creates the database named in `url` if the server does not have it yet.
-async fn ensure_database(url: &str) -> anyhow::Result<()> {
+/// Creates the database named in `url` if the server does not have it yet (also used by
+/// `rehearse`).
+pub(crate) async fn ensure_database(url: &str) -> anyhow::Result<()> {
     let connector = PgConnector::from_url(url).map_err(anyhow::Error::msg)?;
     let name = connector
         .config()
@@ -231,18 +247,19 @@ fn print_banner(port: u16, token: &str, added: u64) {
         r#"
 Auto-Order dev edge is running ({seeded} for {DEMO_USER}).
   URL:   {url}
+  Demo:  {url}/  (web page: sign in as {DEMO_USER})
   User:  {DEMO_USER}
   Token: {token}
   Docs:  {url}/api/docs/
 
-Try:
+Try (-w '\n' ends each answer with a newline):
   export TOKEN='{token}'
-  curl -s {url}/api/health
-  curl -s -H "Authorization: Bearer $TOKEN" {url}/api/products
-  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  curl -s -w '\n' {url}/api/health
+  curl -s -w '\n' -H "Authorization: Bearer $TOKEN" {url}/api/products
+  curl -s -w '\n' -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
        -d '{{"name":"Oat milk","reorder_quantity":2}}' {url}/api/products
-  curl -s -H "Authorization: Bearer $TOKEN" {url}/api/predictions/{coffee}
-  curl -s -H "Authorization: Bearer $TOKEN" '{url}/api/reorders?within_days=14'
+  curl -s -w '\n' -H "Authorization: Bearer $TOKEN" {url}/api/predictions/{coffee}
+  curl -s -w '\n' -H "Authorization: Bearer $TOKEN" '{url}/api/reorders?within_days=14'
   curl -s {url}/metrics
 
 Ctrl-C stops it; `auto-order dev` again resumes with the same data.

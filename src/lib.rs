@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod consistency;
 pub mod db;
+pub mod demo;
 pub mod dev;
 pub mod error;
 pub mod http_server;

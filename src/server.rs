@@ -61,7 +61,7 @@ impl Application {
             Some(_) => engine.pull_from_standby(connector.clone(), StandbySettings::default()),
             None => engine,
         };
-        let address = SocketAddr::from(([0, 0, 0, 0], config.port));
+        let address = SocketAddr::from((config.listen_ip, config.port));
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("Failed to bind {address}"))?;

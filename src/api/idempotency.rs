@@ -139,6 +139,14 @@ pub async fn fetch_prior(
     Ok(row.as_ref().and_then(|r| Prior::from_columns(r, 0)))
 }
 
+/// The `Location` of the row `id` created by a `POST` to `collection` (e.g. `/api/products`
+/// or `/api/v1/products`: the path the client used).
+pub fn location(collection: &str, id: &str) -> (&'static str, HeaderValue) {
+    let url = format!("{}/{id}", collection.trim_end_matches('/'));
+    let value = HeaderValue::from_str(&url).unwrap_or_else(|_| HeaderValue::from_static("/api"));
+    ("location", value)
+}
+
 /// A digest of what was asked: the route and the request body as parsed JSON.
 pub fn request_hash(route: &str, body: &serde_json::Value) -> String {
     let digest = aws_lc_rs::digest::digest(
@@ -162,9 +170,20 @@ pub async fn expire_keys(
         .await
 }
 
-/// The original response again, with its sync token (settled like a fresh write).
-pub async fn replay(state: &AppState, stored: StoredResponse) -> Response {
+/// The original response again, with its sync token (settled like a fresh write) and, for a
+/// create, its `Location` under `collection` (the path the create was posted to).
+pub async fn replay(state: &AppState, stored: StoredResponse, collection: &str) -> Response {
+    let location = (stored.status == StatusCode::CREATED)
+        .then(|| {
+            stored.body["id"]
+                .as_str()
+                .map(|id| location(collection, id))
+        })
+        .flatten();
     let mut response = (stored.status, Json(stored.body)).into_response();
+    if let Some((name, value)) = location {
+        response.headers_mut().insert(name, value);
+    }
     if let Some(token) = stored.sync_token {
         let (name, value) =
             settle_write(&state.sync, token, state.config.read_your_writes_timeout).await;

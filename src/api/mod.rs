@@ -110,9 +110,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The routes and the OpenAPI document describing them.
 pub fn routes_and_doc(api_version: &str) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (api, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api", api_routes())
         .split_for_parts();
+    openapi::finish(&mut doc);
     let (versioned, _) = OpenApiRouter::<AppState>::new()
         .nest(&format!("/api/{api_version}"), api_routes())
         .split_for_parts();
@@ -183,6 +184,7 @@ pub fn app_and_metrics(state: AppState) -> (Router, metrics::Metrics) {
     let app = routes
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", doc))
         .merge(state.auth.dev_routes())
+        .merge(crate::demo::router(&state))
         .with_state(state)
         .merge(scrape)
         // An unknown path (e.g. an empty id: `/api/orders/`) or method gets the JSON error

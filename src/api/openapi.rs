@@ -1,8 +1,15 @@
 //! The OpenAPI document, assembled from the annotated handlers of every router
 //! (`utoipa-axum`), served at `/api/openapi.json`, with Swagger UI at `/api/docs` (its
 //! assets are vendored into the binary: the page works with no internet).
+//!
+//! [`finish`] tidies the assembled document: an optional parameter (`Option<T>` in a
+//! `#[utoipa::path]`) comes out as `type: [T, "null"]`, which says a header or query value
+//! could be JSON `null` (it cannot: optional means absent, `required: false`) and which
+//! Swagger UI shows as `stringnull`; it becomes plain `T`.
 
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -35,5 +42,45 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Applied to the document once every router's paths are in it (see the module docs).
+pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        let parameters = operations
+            .into_iter()
+            .flatten()
+            .flat_map(|op| op.parameters.iter_mut().flatten())
+            .chain(item.parameters.iter_mut().flatten());
+        for parameter in parameters {
+            if parameter.required == Required::True {
+                continue;
+            }
+            if let Some(RefOr::T(Schema::Object(object))) = &mut parameter.schema
+                && let SchemaType::Array(types) = &object.schema_type
+                && types.contains(&Type::Null)
+            {
+                let rest: Vec<Type> = types
+                    .iter()
+                    .filter(|t| **t != Type::Null)
+                    .cloned()
+                    .collect();
+                object.schema_type = match rest.as_slice() {
+                    [only] => SchemaType::Type(only.clone()),
+                    _ => SchemaType::Array(rest),
+                };
+            }
+        }
     }
 }

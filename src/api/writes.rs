@@ -69,13 +69,15 @@ pub struct Create {
 }
 
 /// Creates a row for `owner` in one statement and one round trip, claiming the key if there
-/// is one; a key used before by the same request replays that response.
+/// is one; a key used before by the same request replays that response (with its
+/// `Location` under `collection`, the path posted to).
 pub async fn create_one(
     state: &AppState,
     create: &Create,
     owner: &str,
     key: Option<KeyUse<'_>>,
     fields: &[&(dyn ToSql + Sync)],
+    collection: &str,
 ) -> Result<Created, ApiError> {
     let Create {
         table,
@@ -124,7 +126,9 @@ pub async fn create_one(
         return Err(unmet());
     };
     let stored = prior.judge(&key.hash)?.map_row_image(view)?;
-    Ok(Created::Replay(idempotency::replay(state, stored).await))
+    Ok(Created::Replay(
+        idempotency::replay(state, stored, collection).await,
+    ))
 }
 
 /// An update's transaction, begun on `client` with the row locked (see [`lock_for_update`]).

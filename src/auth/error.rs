@@ -16,9 +16,11 @@ const RETRY_AFTER_SECONDS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// No `Authorization: Bearer …` header.
+    /// No `Authorization: Bearer …` header (none, another scheme such as Basic, or empty).
+    /// `dev_issuer`: this instance runs the local dev issuer, so the answer says how to get
+    /// a token from it.
     #[error("missing bearer token")]
-    MissingToken,
+    MissingToken { dev_issuer: bool },
     /// The token was present but is not acceptable; the reason is a fixed, short phrase.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
@@ -33,7 +35,7 @@ pub enum AuthError {
 impl AuthError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::MissingToken { .. } | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -42,7 +44,7 @@ impl AuthError {
     /// The `code` of the JSON error body.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::MissingToken => "unauthorized",
+            Self::MissingToken { .. } => "unauthorized",
             Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::Unavailable => "auth_unavailable",
@@ -51,7 +53,7 @@ impl AuthError {
 
     fn www_authenticate(&self) -> Option<String> {
         match self {
-            Self::MissingToken => Some("Bearer".to_owned()),
+            Self::MissingToken { .. } => Some("Bearer".to_owned()),
             // Reasons are fixed ASCII phrases without quotes or backslashes (RFC 6750 §3).
             Self::InvalidToken(reason) => Some(format!(
                 "Bearer error=\"invalid_token\", error_description=\"{reason}\""
@@ -67,9 +69,23 @@ impl AuthError {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let message = match &self {
-            Self::MissingToken => "missing bearer token".to_owned(),
+            Self::MissingToken { dev_issuer: false } => {
+                "missing bearer token: send the header `Authorization: Bearer <token>` with an \
+                 access token from the API's identity provider"
+                    .to_owned()
+            }
+            Self::MissingToken { dev_issuer: true } => {
+                "missing bearer token: send the header `Authorization: Bearer <token>`; this \
+                 instance runs the local dev issuer: `auto-order token --sub <user>` prints a \
+                 token (or sign in on the demo page)"
+                    .to_owned()
+            }
             Self::InvalidToken(reason) => format!("invalid token: {reason}"),
-            Self::InsufficientScope(permission) => format!("missing permission {permission}"),
+            Self::InsufficientScope(permission) => format!(
+                "missing permission {permission}: the token's `permissions` must include it \
+                 (Auth0: grant it to the user or their role on this API; local dev issuer: \
+                 `auto-order token --sub <user> --permissions {permission}`)"
+            ),
             Self::Unavailable => "authentication is temporarily unavailable".to_owned(),
         };
         let body = json!({ "error": { "code": self.code(), "message": message } });

@@ -60,8 +60,13 @@ where
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
         }
-        let token = bearer_token(&parts.headers)?;
         let auth = Authenticator::from_ref(state);
+        let token = bearer_token(&parts.headers).map_err(|e| match e {
+            AuthError::MissingToken { .. } => AuthError::MissingToken {
+                dev_issuer: auth.dev_issuer().is_some(),
+            },
+            other => other,
+        })?;
         match auth.verify(token).await {
             Ok(user) => {
                 parts.extensions.insert(user.clone());
@@ -81,7 +86,7 @@ where
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(AuthError::MissingToken);
+        return Err(AuthError::MissingToken { dev_issuer: false });
     };
     if values.next().is_some() {
         return Err(AuthError::InvalidToken("several authorization headers"));
@@ -91,11 +96,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         .map_err(|_| AuthError::InvalidToken("malformed token"))?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::MissingToken);
+        return Err(AuthError::MissingToken { dev_issuer: false });
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(AuthError::MissingToken);
+        return Err(AuthError::MissingToken { dev_issuer: false });
     }
     Ok(token)
 }

@@ -39,6 +39,12 @@ async fn a_create_retried_with_the_same_idempotency_key_creates_one_product() {
     assert_eq!(retry.body, first.body);
     assert_eq!(retry.header("x-sync-token"), first.header("x-sync-token"));
     assert_eq!(
+        first.header("location"),
+        Some(format!("/api/products/{}", first.id())),
+        "a create says where the new row is"
+    );
+    assert_eq!(retry.header("location"), first.header("location"));
+    assert_eq!(
         other_body.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "{other_body:?}"

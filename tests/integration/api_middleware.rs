@@ -160,7 +160,9 @@ async fn a_preflight_is_allowed_for_a_configured_origin_only() {
         .unwrap()
         .to_ascii_lowercase();
     assert!(
-        exposed.contains("x-sync-token") && exposed.contains("retry-after"),
+        exposed.contains("x-sync-token")
+            && exposed.contains("retry-after")
+            && exposed.contains("location"),
         "{exposed}"
     );
     app.stop().await;

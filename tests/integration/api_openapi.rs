@@ -110,3 +110,53 @@ fn fill_params(path: &str) -> String {
         .collect::<Vec<_>>()
         .join("/")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_carry_their_enforced_bounds_optional_parameters_are_not_nullable_creates_have_location()
+ {
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(&db).await;
+
+    let doc: Value = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field, minimum) in [
+        ("ProductView", "reorder_quantity", 1),
+        ("NewProduct", "reorder_quantity", 1),
+        ("ProductPatch", "reorder_quantity", 1),
+        ("NewProduct", "price_cents", 0),
+        ("NewOrder", "quantity", 1),
+        ("OrderPatch", "unit_price_cents", 0),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(property["format"], "int32", "{schema}.{field}: {property}");
+        assert_eq!(property["minimum"], minimum, "{schema}.{field}: {property}");
+    }
+    assert_eq!(
+        schemas["NewOrder"]["properties"]["quantity"]["maximum"],
+        1_000_000
+    );
+    let parameters = doc["paths"]["/api/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let token = parameters
+        .iter()
+        .find(|p| p["name"] == "X-Sync-Token")
+        .unwrap();
+    assert_eq!(
+        token["schema"]["type"], "string",
+        "an optional header is absent, never null: {token}"
+    );
+    for path in ["/api/products", "/api/orders"] {
+        let created = &doc["paths"][path]["post"]["responses"]["201"]["headers"];
+        assert!(created["Location"].is_object(), "{path}: {created}");
+    }
+}

@@ -34,7 +34,7 @@ async fn an_order_can_be_created_read_patched_and_deleted_by_its_owner() {
         )
         .await;
     let defaulted = alice
-        .post("/api/orders", json!({"product_id": milk, "quantity": 1}))
+        .post("/api/v1/orders", json!({"product_id": milk, "quantity": 1}))
         .await;
     let deleted = alice.delete(&path).await;
     let gone = alice.get(&path).await;
@@ -50,6 +50,12 @@ async fn an_order_can_be_created_read_patched_and_deleted_by_its_owner() {
     assert_eq!(patched.body["unit_price_cents"], 99, "absent is unchanged");
     assert_eq!(patched.body["quantity"], 12);
     assert_eq!(defaulted.status, StatusCode::CREATED, "{defaulted:?}");
+    assert_eq!(created.header("location"), Some(path.clone()));
+    assert_eq!(
+        defaulted.header("location"),
+        Some(format!("/api/v1/orders/{}", defaulted.id())),
+        "the path the create was posted to"
+    );
     assert!(defaulted.body["ordered_at"].as_str().unwrap() > "2026-03-02");
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_eq!(gone.status, StatusCode::NOT_FOUND);

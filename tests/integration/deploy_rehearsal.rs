@@ -63,11 +63,15 @@ async fn in_fly_replay_mode_a_write_outside_the_primary_region_is_replayed_there
 
 fn rehearse(db: &TestDb, mode: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
+    rehearse_at(&db.url, dir.path(), mode)
+}
+
+fn rehearse_at(url: &str, dir: &std::path::Path, mode: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_auto-order"))
         .args(["rehearse", "--writes", "5", "--write-mode", mode])
         .arg("--dir")
-        .arg(dir.path())
-        .env("DATABASE_URL", &db.url)
+        .arg(dir)
+        .env("DATABASE_URL", url)
         .env("LOG_LEVEL", "warn")
         .stderr(Stdio::inherit())
         .output()
@@ -102,4 +106,26 @@ async fn the_rehearsal_in_fly_replay_mode_replays_writes_to_the_primary_region()
     let report = rehearse(&db, "fly-replay");
 
     assert!(report.contains("rehearsal passed"), "{report}");
+}
+
+#[tokio::test]
+async fn the_rehearsal_creates_its_database_and_passes_again_on_a_second_run() {
+    // Arrange: a server without the rehearsal's database.
+    let server = TestDb::empty().await;
+    let name = format!("{}_rehearse", server.name);
+    let url = crate::support::db::url_for(&name);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Act: twice, on the same database and directory.
+    let first = rehearse_at(&url, dir.path(), "forward");
+    let second = rehearse_at(&url, dir.path(), "forward");
+
+    // Assert
+    assert!(first.contains("syd: converged (5 products)"), "{first}");
+    assert!(second.contains("syd: converged (10 products)"), "{second}");
+    assert!(second.contains("rehearsal passed"), "{second}");
+    let admin = crate::support::db::connect(&crate::support::db::server_url()).await;
+    let _ = admin
+        .batch_execute(&format!("drop database if exists {name} with (force)"))
+        .await;
 }

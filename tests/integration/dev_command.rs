@@ -18,15 +18,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `auto-order dev` and reads its stdout until the URL and token lines appear.
-fn start_dev(database_url: &str, data_dir: &std::path::Path) -> (ChildGuard, String, String) {
+/// Starts `auto-order dev` (default logging) and reads its stdout until the URL and token
+/// lines appear; also returns the lines printed before the banner.
+fn start_dev(
+    database_url: &str,
+    data_dir: &std::path::Path,
+) -> (ChildGuard, String, String, Vec<String>) {
     let mut child = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_auto-order"))
             .arg("dev")
             .env("DATABASE_URL", database_url)
             .env("DATA_DIR", data_dir)
             .env("PORT", free_port().to_string())
-            .env("LOG_LEVEL", "warn")
+            .env_remove("LOG_LEVEL")
+            .env_remove("RUST_LOG")
             .env_remove("AUTH0_DOMAIN")
             .env_remove("AUTH0_ISSUER_BASE_URL")
             .env_remove("APP_ENV")
@@ -39,7 +44,13 @@ fn start_dev(database_url: &str, data_dir: &std::path::Path) -> (ChildGuard, Str
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let (mut url, mut token) = (None, None);
+        let mut before_banner = Vec::new();
+        let mut banner = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            banner |= line.starts_with("Auto-Order dev edge is running");
+            if !banner {
+                before_banner.push(line.clone());
+            }
             if let Some(v) = line.trim().strip_prefix("URL:") {
                 url = Some(v.trim().to_owned());
             }
@@ -47,15 +58,32 @@ fn start_dev(database_url: &str, data_dir: &std::path::Path) -> (ChildGuard, Str
                 token = Some(v.trim().to_owned());
             }
             if let (Some(u), Some(t)) = (&url, &token) {
-                let _ = tx.send((u.clone(), t.clone()));
+                let _ = tx.send((u.clone(), t.clone(), std::mem::take(&mut before_banner)));
                 url = None;
             }
         }
     });
-    let (url, token) = rx
+    let (url, token, before_banner) = rx
         .recv_timeout(Duration::from_secs(90))
         .expect("auto-order dev printed its URL and token");
-    (child, url, token)
+    (child, url, token, before_banner)
+}
+
+/// The local addresses (hex, as in `/proc/net/tcp`) of sockets listening on `port`.
+fn listen_addresses(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap()
+        + &std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, local_port) = fields.get(1)?.split_once(':')?;
+            // State 0A is LISTEN.
+            (fields.get(3) == Some(&"0A") && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| address.to_owned())
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,8 +96,11 @@ async fn dev_creates_the_database_loads_demo_data_and_prints_a_working_token() {
     let http = crate::support::http_client();
 
     // Act
-    let (child, base, token) = start_dev(&url, dir.path());
+    let (child, base, token, before_banner) = start_dev(&url, dir.path());
     let health = http.get(format!("{base}/api/health")).send().await.unwrap();
+    let demo_page = http.get(format!("{base}/")).send().await.unwrap();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let listening_on = listen_addresses(port);
     let reorders: Value = http
         .get(format!("{base}/api/reorders?within_days=30"))
         .bearer_auth(&token)
@@ -80,11 +111,26 @@ async fn dev_creates_the_database_loads_demo_data_and_prints_a_working_token() {
         .await
         .unwrap();
     drop(child);
-    let (child, _, _) = start_dev(&url, dir.path());
+    let (child, _, _, _) = start_dev(&url, dir.path());
     drop(child);
 
     // Assert
+    let noise: Vec<&String> = before_banner
+        .iter()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("created database "))
+        .collect();
+    assert!(noise.is_empty(), "a quiet start: {noise:?}");
     assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        demo_page.status(),
+        StatusCode::OK,
+        "dev serves the demo page"
+    );
+    assert_eq!(
+        listening_on,
+        vec!["0100007F".to_owned()],
+        "dev listens on 127.0.0.1 only"
+    );
     let items = reorders["items"].as_array().expect("items");
     assert!(
         !items.is_empty(),

@@ -18,6 +18,7 @@ mod api_round_trips;
 mod auth;
 mod bench_distance;
 mod bench_edge_cost;
+mod demo_page;
 mod deploy_rehearsal;
 mod dev_command;
 mod faults_under_load;

@@ -54,6 +54,7 @@ pub fn layer(origins: &[String]) -> Option<CorsLayer> {
             HeaderName::from_static("x-sync-token"),
             header::ETAG,
             header::RETRY_AFTER,
+            header::LOCATION,
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("fly-region"),
         ])

@@ -41,7 +41,9 @@ pub struct OrderView {
     pub id: String,
     #[schema(value_type = uuid::Uuid)]
     pub product_id: String,
+    #[schema(value_type = i32, minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub unit_price_cents: Option<i64>,
     pub currency: Option<String>,
     #[schema(value_type = chrono::DateTime<chrono::Utc>)]
@@ -78,9 +80,11 @@ pub struct NewOrder {
     /// One of the caller's products.
     pub product_id: Uuid,
     /// 1 to 1 000 000.
+    #[schema(value_type = i32, minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
     /// At least 0.
     #[serde(default)]
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub unit_price_cents: Option<i64>,
     /// Three uppercase letters (ISO 4217), e.g. `EUR`.
     #[serde(default)]
@@ -99,10 +103,10 @@ pub struct OrderPatch {
     #[schema(value_type = Option<uuid::Uuid>)]
     pub product_id: Option<Option<Uuid>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 1_000_000)]
     pub quantity: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub unit_price_cents: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]

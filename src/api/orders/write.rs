@@ -4,7 +4,7 @@
 
 use auto_order_sync::catalog::ORDERS;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -25,7 +25,8 @@ use crate::read::Row;
     request_body = NewOrder,
     responses(
         (status = 201, description = "Created", body = OrderView,
-            headers(("X-Sync-Token" = String, description = "Send on reads to see this write"))),
+            headers(("X-Sync-Token" = String, description = "Send on reads to see this write"),
+                ("Location" = String, description = "The new order's path: the path posted to, then its id"))),
         (status = 400, description = "Malformed JSON, wrong content type, bad key", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -36,6 +37,7 @@ pub async fn create_order(
     State(state): State<AppState>,
     user: AuthUser,
     IdempotencyKey(key): IdempotencyKey,
+    OriginalUri(uri): OriginalUri,
     body: ApiJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     let fields = body.value.validate()?;
@@ -57,6 +59,7 @@ pub async fn create_order(
             &fields.currency,
             &fields.ordered_at,
         ],
+        uri.path(),
     )
     .await?;
     let (row, token) = match created {
@@ -65,7 +68,8 @@ pub async fn create_order(
     };
     let view = OrderView::from_row(&Row::from_json(&ORDERS, &row)?);
     tracing::info!(user = %user.sub, order.id = %view.id, "order created");
-    Ok((StatusCode::CREATED, [token], Json(view)).into_response())
+    let location = idempotency::location(uri.path(), &view.id);
+    Ok((StatusCode::CREATED, [token, location], Json(view)).into_response())
 }
 
 /// How orders are created: one statement with the key's claim (see

@@ -36,7 +36,9 @@ pub struct ProductView {
     pub id: String,
     pub name: String,
     pub unit: Option<String>,
+    #[schema(value_type = i32, minimum = 1)]
     pub reorder_quantity: i64,
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub price_cents: Option<i64>,
     pub notes: Option<String>,
     #[schema(value_type = chrono::DateTime<chrono::Utc>)]
@@ -75,9 +77,11 @@ pub struct NewProduct {
     pub unit: Option<String>,
     /// Greater than 0; default 1.
     #[serde(default)]
+    #[schema(value_type = Option<i32>, minimum = 1)]
     pub reorder_quantity: Option<i64>,
     /// At least 0.
     #[serde(default)]
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub price_cents: Option<i64>,
     /// At most 2000 characters.
     #[serde(default)]
@@ -95,10 +99,10 @@ pub struct ProductPatch {
     #[schema(value_type = Option<String>)]
     pub unit: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i32>, minimum = 1)]
     pub reorder_quantity: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub price_cents: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]

@@ -3,7 +3,7 @@
 
 use auto_order_sync::catalog::PRODUCTS;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -24,7 +24,8 @@ use crate::read::Row;
     request_body = NewProduct,
     responses(
         (status = 201, description = "Created", body = ProductView,
-            headers(("X-Sync-Token" = String, description = "Send on reads to see this write"))),
+            headers(("X-Sync-Token" = String, description = "Send on reads to see this write"),
+                ("Location" = String, description = "The new product's path: the path posted to, then its id"))),
         (status = 400, description = "Malformed JSON, wrong content type, bad key", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -35,6 +36,7 @@ pub async fn create_product(
     State(state): State<AppState>,
     user: AuthUser,
     IdempotencyKey(key): IdempotencyKey,
+    OriginalUri(uri): OriginalUri,
     body: ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
     let fields = body.value.validate()?;
@@ -54,6 +56,7 @@ pub async fn create_product(
             &fields.price_cents,
             &fields.notes,
         ],
+        uri.path(),
     )
     .await?;
     let (row, token) = match created {
@@ -62,7 +65,8 @@ pub async fn create_product(
     };
     let view = ProductView::from_row(&Row::from_json(&PRODUCTS, &row)?);
     tracing::info!(user = %user.sub, product.id = %view.id, "product created");
-    Ok((StatusCode::CREATED, [token], Json(view)).into_response())
+    let location = idempotency::location(uri.path(), &view.id);
+    Ok((StatusCode::CREATED, [token, location], Json(view)).into_response())
 }
 
 /// How products are created: one statement with the key's claim (see

@@ -116,6 +116,11 @@ async fn a_request_without_a_token_gets_a_bare_bearer_challenge() {
     assert_eq!(challenge(&response), "Bearer");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Authorization: Bearer <token>") && !message.contains("auto-order token"),
+        "says what to send, and no dev hint with Auth0: {message}"
+    );
 }
 
 #[tokio::test]
@@ -141,6 +146,11 @@ async fn an_admin_route_needs_the_admin_sync_permission() {
     );
     let body: Value = denied.json().await.unwrap();
     assert_eq!(body["error"]["code"], "insufficient_scope");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("--permissions admin:sync"),
+        "says how to get it: {message}"
+    );
     assert_eq!(allowed.status(), StatusCode::OK);
 }
 

@@ -163,3 +163,27 @@ fn an_issuer_without_an_audience_is_a_configuration_error() {
 
     assert!(matches!(error, AuthConfigError::MissingAudience));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_header_is_told_to_send_a_bearer_token_and_how_to_mint_one_locally() {
+    let db = crate::support::TestDb::new().await;
+    let app = crate::support::TestApp::spawn(&db).await;
+
+    let response = app
+        .http
+        .get(app.url("/api/products"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Authorization: Bearer <token>")
+            && message.contains("auto-order token --sub <user>"),
+        "{message}"
+    );
+    app.stop().await;
+}

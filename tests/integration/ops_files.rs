@@ -67,10 +67,9 @@ fn alert_exprs() -> Vec<String> {
     exprs
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
-    // Arrange: an edge that has served requests, applied a change and rate-limited someone.
-    let db = TestDb::new().await;
+/// `/metrics` of an edge that has served requests, applied a change and rate-limited
+/// someone (so every family has a series), and the edge.
+async fn busy_edge_metrics(db: &TestDb) -> (TestApp, String) {
     let app = TestApp::spawn_with(&db.url, &[("RATE_LIMIT_MAX", "3")]).await;
     db.client
         .execute(
@@ -79,7 +78,7 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
         )
         .await
         .unwrap();
-    app.catch_up(&db).await;
+    app.catch_up(db).await;
     for _ in 0..5 {
         app.http
             .get(app.url("/api/reorders"))
@@ -88,8 +87,6 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
             .await
             .unwrap();
     }
-
-    // Act
     let exported = app
         .http
         .get(app.url("/metrics"))
@@ -99,6 +96,14 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
         .text()
         .await
         .unwrap();
+    (app, exported)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_the_alerts_query_is_exported() {
+    // Arrange + Act
+    let db = TestDb::new().await;
+    let (app, exported) = busy_edge_metrics(&db).await;
 
     // Assert
     let exprs: Vec<String> = dashboard_exprs().into_iter().chain(alert_exprs()).collect();
@@ -133,27 +138,9 @@ async fn the_metrics_pass_promtool_check_metrics() {
     let Ok(promtool) = which_promtool() else {
         panic!("promtool is not installed (apt-get install prometheus)");
     };
-    // Arrange: an edge with requests, a change and a 429 behind it.
+    // Arrange
     let db = TestDb::new().await;
-    let app = TestApp::spawn_with(&db.url, &[("RATE_LIMIT_MAX", "2")]).await;
-    app.catch_up(&db).await;
-    for _ in 0..3 {
-        app.http
-            .get(app.url("/api/products"))
-            .bearer_auth(app.token("u", &[]))
-            .send()
-            .await
-            .unwrap();
-    }
-    let exported = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (app, exported) = busy_edge_metrics(&db).await;
 
     // Act
     let mut child = std::process::Command::new(promtool)

@@ -74,6 +74,21 @@ impl Rig {
         );
     }
 
+    /// Fails over out of the edge's sight: the edge loses its primary, the old one crashes,
+    /// the standby is promoted and takes writes until its txids pass the edge's watermark
+    /// (`then` writes more meanwhile); only then does the proxy let the edge reach it.
+    async fn fail_over_past_the_watermark(&mut self, then: &str) {
+        let watermark = self.edge.handle.watermark();
+        self.front.cut();
+        self.crash_and_promote().await;
+        while fence(&self.new).await <= watermark + 5 {
+            insert_products(&self.new, "new", 1).await;
+        }
+        self.new.batch_execute(then).await.unwrap();
+        self.front.set_upstream(self.standby.addr());
+        self.front.restore().await;
+    }
+
     /// Fails over: the old primary crashes, the standby is promoted.
     async fn crash_and_promote(&mut self) {
         self.primary.stop("immediate");
@@ -150,25 +165,15 @@ async fn a_failover_that_lost_commits_converges_even_after_new_txids_passed_the_
     rig.wal.cut();
     churn(&rig.old, "kept").await;
     rig.edge_catches_up(&rig.old).await;
-    let watermark = rig.edge.handle.watermark();
 
-    // Act: the edge loses its primary; the standby is promoted and takes writes (deletes and
-    // updates of the rows the lost commits changed too) until its txids pass the edge's
+    // Act: the edge loses its primary; the standby is promoted and takes writes (updates of
+    // the rows the lost commits changed or deleted too) until its txids pass the edge's
     // watermark; only then does the edge reach it.
-    rig.front.cut();
-    rig.crash_and_promote().await;
-    while fence(&rig.new).await <= watermark + 5 {
-        insert_products(&rig.new, "new", 1).await;
-    }
-    rig.new
-        .batch_execute(
-            "update products set name = 'rewritten on the new primary', notes = 'new'
-              where owner_id = 'kept'",
-        )
-        .await
-        .unwrap();
-    rig.front.set_upstream(rig.standby.addr());
-    rig.front.restore().await;
+    rig.fail_over_past_the_watermark(
+        "update products set name = 'rewritten on the new primary', notes = 'new'
+          where owner_id = 'kept'",
+    )
+    .await;
 
     // Assert: every column of every row is the new primary's.
     assert_converged_after_fork(&rig).await;
@@ -217,16 +222,9 @@ async fn a_lost_transaction_with_a_lower_txid_than_a_received_one_is_found() {
     rig.wal.cut();
     a.commit().await.unwrap();
     rig.edge_catches_up(&rig.old).await;
-    let watermark = rig.edge.handle.watermark();
 
     // Act: failover; the new primary's txids pass the watermark before the edge reconnects.
-    rig.front.cut();
-    rig.crash_and_promote().await;
-    while fence(&rig.new).await <= watermark + 5 {
-        insert_products(&rig.new, "new", 1).await;
-    }
-    rig.front.set_upstream(rig.standby.addr());
-    rig.front.restore().await;
+    rig.fail_over_past_the_watermark("").await;
 
     // Assert: A's row is gone from the edge, as from the new primary.
     assert_converged_after_fork(&rig).await;

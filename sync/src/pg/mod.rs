@@ -23,6 +23,19 @@ pub mod verify;
 pub use crate::change::PrimaryView;
 pub use connect::PgConnector;
 
+/// Starts a `REPEATABLE READ READ ONLY` transaction: one snapshot of the upstream for
+/// everything read in it (a large pull, a history check, a resync's copy).
+pub(crate) async fn snapshot_transaction(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 /// The query behind [`read_view`] (prepared once per connection by the pull).
 pub(crate) const VIEW_SQL: &str = "select sync.system_identifier(),
         (select epoch::text from sync.identity),

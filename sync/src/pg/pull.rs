@@ -159,12 +159,7 @@ async fn pull_in_transaction(
     check: impl Fn(&PrimaryView) -> Option<ResyncReason>,
 ) -> Result<PullOutcome, SyncError> {
     let pulled_at = chrono::Utc::now();
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::snapshot_transaction(client).await?;
     let (view, _) = view_from_row(&tx.query_one(&statements.view, &[]).await?);
     if let Some(reason) = check(&view) {
         return Ok(PullOutcome::NeedsResync(reason));

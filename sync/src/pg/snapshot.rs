@@ -36,12 +36,7 @@ pub async fn copy_snapshot(
     sink: mpsc::Sender<SnapshotItem>,
     key_order: bool,
 ) -> Result<u64, SyncError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::snapshot_transaction(client).await?;
     // The connection's pulls turn sorts off (see `PullStatements::prepare`); the key-ordered
     // copy below wants the planner's free choice (a sort beats an index walk of the heap).
     tx.batch_execute("set local enable_sort = on; set local enable_bitmapscan = on")

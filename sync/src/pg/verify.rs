@@ -33,12 +33,7 @@ pub async fn check_history(
     client: &mut Client,
     windows: &[Window],
 ) -> Result<(HistoryCheck, PrimaryView, Option<i32>), SyncError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = super::snapshot_transaction(client).await?;
     let (view, _) = read_view(&tx).await?;
     let timeline = timeline(&tx).await?;
     // Windows partly pruned away cannot be compared (their changes are gone on purpose), nor

@@ -34,13 +34,18 @@ impl TestEdge {
     pub async fn start(url: &str, dir: &Path, config: EngineConfig) -> TestEdge {
         let connector = PgConnector::from_url(url).expect("url");
         let replica = Replica::open(&dir.join("replica.db"), 4).expect("open replica");
-        let (engine, handle) = Engine::new(connector, replica, config)
+        let (engine, handle) = Engine::new(connector.clone(), replica, config)
             .await
             .expect("engine");
+        Self::run(engine, handle, connector, dir)
+    }
+
+    /// Runs `engine` and, as `serve` does, an announcer on `primary` (the edges of one
+    /// database elect one among them).
+    fn run(engine: Engine, handle: SyncHandle, primary: PgConnector, dir: &Path) -> TestEdge {
         let stop = CancellationToken::new();
-        // As in `serve`: the edges of one database elect one announcer among them.
         tokio::spawn(auto_order_sync::pg::announce::run(
-            PgConnector::from_url(url).expect("url"),
+            primary,
             stop.clone().cancelled_owned(),
         ));
         let task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
@@ -66,18 +71,7 @@ impl TestEdge {
         let replica = Replica::open(&dir.join("replica.db"), 4).expect("open replica");
         let (engine, handle) = Engine::new(standby, replica, config).await.expect("engine");
         let engine = engine.pull_from_standby(primary.clone(), settings);
-        let stop = CancellationToken::new();
-        tokio::spawn(auto_order_sync::pg::announce::run(
-            primary,
-            stop.clone().cancelled_owned(),
-        ));
-        let task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
-        TestEdge {
-            dir: dir.to_owned(),
-            handle,
-            stop,
-            task: Some(task),
-        }
+        Self::run(engine, handle, primary, dir)
     }
 
     /// Stops the engine cleanly, between steps.

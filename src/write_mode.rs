@@ -11,8 +11,6 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
-use crate::config::Config;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
     Forward,
@@ -35,16 +33,19 @@ impl std::str::FromStr for WriteMode {
 /// primary region; `None` when the request is to be executed here. Called by
 /// [`crate::api::middleware::primary_bound`], the one middleware for requests that may
 /// use the primary.
-pub fn replay_to_primary(config: &Config, request: &Request) -> Option<Response> {
+pub fn replay_to_primary(
+    mode: WriteMode,
+    primary_region: Option<&str>,
+    in_primary_region: bool,
+    request: &Request,
+) -> Option<Response> {
     let is_write = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     let replayed = request.headers().contains_key("fly-replay-src");
-    match (&config.primary_region, config.write_mode) {
-        (Some(primary), WriteMode::FlyReplay)
-            if is_write && !replayed && !config.is_primary_region() =>
-        {
+    match (primary_region, mode) {
+        (Some(primary), WriteMode::FlyReplay) if is_write && !replayed && !in_primary_region => {
             tracing::debug!(primary_region = %primary, "write replayed to the primary region");
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::CONFLICT;

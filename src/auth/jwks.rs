@@ -2,7 +2,8 @@
 //! issuer) persisted to `$DATA_DIR/jwks.json` so a restarted instance verifies offline at once.
 //!
 //! # Layout
-//! - [`KeySet`]: an immutable snapshot of usable keys; swapped whole on every successful fetch.
+//! - [`KeySet`] ([`super::key_set`]): an immutable snapshot of usable keys; swapped whole on
+//!   every successful fetch.
 //! - [`Jwks`]: the current snapshot, the fetch statistics, and the fetch gate. Every fetch
 //!   (start-up, background, unknown `kid`) goes through the gate, so there is at most one in
 //!   flight, and refetches caused by unknown kids are throttled.
@@ -13,61 +14,12 @@
 //! issuer is down. The `epoch` is bumped whenever a `kid` disappears from the set, which
 //! invalidates cached verifications made with a withdrawn key.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
-
-use jsonwebtoken::DecodingKey;
-use serde_json::Value;
+use std::time::Instant;
 
 use super::jwks_fetch::Remote;
-
-/// Immutable snapshot of the usable keys.
-pub(crate) struct KeySet {
-    pub(crate) keys: HashMap<String, DecodingKey>,
-    /// The usable JWKs as received, re-served (dev) or persisted (remote).
-    pub(crate) raw: Vec<Value>,
-    /// When these keys were fetched from the issuer (or created, for the dev issuer).
-    pub(crate) fetched_at: Option<SystemTime>,
-}
-
-impl KeySet {
-    pub(crate) fn empty() -> Self {
-        Self {
-            keys: HashMap::new(),
-            raw: Vec::new(),
-            fetched_at: None,
-        }
-    }
-
-    /// Keeps only RSA signing keys with a `kid` (and `alg` RS256 if given); others are
-    /// skipped, never an error, since a JWKS may legitimately list keys of other kinds.
-    pub(crate) fn from_jwks(doc: &Value, fetched_at: Option<SystemTime>) -> Self {
-        let mut set = Self::empty();
-        set.fetched_at = fetched_at;
-        let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
-            return set;
-        };
-        for jwk in keys {
-            let field = |name: &str| jwk.get(name).and_then(Value::as_str);
-            let usable = field("kty") == Some("RSA")
-                && field("use").is_none_or(|u| u == "sig")
-                && field("alg").is_none_or(|a| a == "RS256");
-            let (Some(kid), Some(n), Some(e)) = (field("kid"), field("n"), field("e")) else {
-                continue;
-            };
-            if !usable || kid.is_empty() || set.keys.contains_key(kid) {
-                continue;
-            }
-            if let Ok(key) = DecodingKey::from_rsa_components(n, e) {
-                set.keys.insert(kid.to_owned(), key);
-                set.raw.push(jwk.clone());
-            }
-        }
-        set
-    }
-}
+pub(crate) use super::key_set::KeySet;
 
 #[derive(Default)]
 pub(crate) struct Stats {

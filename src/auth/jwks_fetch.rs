@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::jwks::KeySet;
+use super::key_set::KeySet;
 
 /// Name of the persisted key set inside `$DATA_DIR`.
 pub const JWKS_FILE: &str = "jwks.json";

@@ -20,6 +20,7 @@ mod error;
 mod extract;
 mod jwks;
 mod jwks_fetch;
+mod key_set;
 mod refresh;
 mod verify;
 

@@ -58,7 +58,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A query against the replica and the primary. 200 while the replica answers. */
+        /**
+         * A query against the replica and the primary (permission `admin:sync`). 200 while the
+         *     replica answers.
+         */
         get: operations["get_health_db"];
         put?: never;
         post?: never;
@@ -458,6 +461,10 @@ export interface components {
              * @description Milliseconds since the newest applied change was made on the primary.
              */
             last_change_age_ms?: number | null;
+            /**
+             * @description The class of the engine's last error: `fatal`, `primary_unreachable` or `transient`
+             *     (the error itself: `GET /api/admin/sync`).
+             */
             last_error?: string | null;
             last_fork?: Record<string, never> | null;
             /**
@@ -489,8 +496,10 @@ export interface components {
             watermark: number;
         };
         ResyncAccepted: {
-            /** @description False when a resync was already pending (this request joined it). */
+            /** @description False when a resync was already pending or running (this request joined it). */
             started: boolean;
+            /** @description The engine's status when the request was answered. */
+            status: Record<string, never>;
             status_url: string;
         };
     };
@@ -511,7 +520,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Resync started (or already pending) */
+            /** @description Resync started (or already pending or running) */
             202: {
                 headers: {
                     [name: string]: unknown;
@@ -531,6 +540,15 @@ export interface operations {
             };
             /** @description Missing permission admin:sync */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The last forced resync was less than RESYNC_COOLDOWN ago (Retry-After) */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -614,6 +632,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DbHealthView"];
+                };
+            };
+            /** @description No or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing permission admin:sync */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description The replica does not answer */

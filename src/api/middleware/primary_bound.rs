@@ -76,7 +76,14 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if let Some(replay) = crate::write_mode::replay_to_primary(&self.state.config, &request) {
+        let config = &self.state.config;
+        let replay = crate::write_mode::replay_to_primary(
+            config.write_mode,
+            config.primary_region.as_deref(),
+            config.is_primary_region(),
+            &request,
+        );
+        if let Some(replay) = replay {
             return Either::Right(answered(replay));
         }
         let is_write = !matches!(

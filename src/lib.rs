@@ -17,6 +17,8 @@
 //! - [`dev`]: `auto-order dev`, the one-command local start with demo data.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
 //! - [`http_server`]: connections: header-read timeout, connection cap, bounded drain.
+//! - [`state`]: [`state::AppState`], what every handler reaches (below routes and data).
+//! - [`resync_gate`]: the cooldown of forced resyncs.
 //! - [`api`]: the HTTP routes.
 //!
 //! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
@@ -42,7 +44,9 @@ pub mod http_server;
 pub mod predict;
 pub mod read;
 pub mod rehearsal;
+pub mod resync_gate;
 pub mod roles;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod write_mode;

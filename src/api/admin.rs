@@ -5,16 +5,14 @@
 //!
 //! # Cooldown
 //! A resync reads the whole primary. One can be forced at most once per `RESYNC_COOLDOWN`
-//! on an edge ([`ResyncGate`]): while the forced one is pending or running, another
+//! on an edge ([`crate::resync_gate::ResyncGate`]): while the forced one is pending or running, another
 //! request joins it (202 with its status); once it is done, a request before the cooldown
 //! has passed gets 429 with `Retry-After`. Back to back, they used to restart the copy each
 //! time.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use auto_order_sync::SyncStatus;
-use auto_order_sync::handle::Phase;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +23,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use crate::auth::{ADMIN_SYNC, AuthUser};
 use crate::error::ApiError;
+use crate::resync_gate::Decision;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,50 +39,6 @@ pub struct ResyncAccepted {
     /// The engine's status when the request was answered.
     #[schema(value_type = Object)]
     pub status: SyncStatus,
-}
-
-/// This edge's last forced resync, for the cooldown (see the module docs).
-#[derive(Default)]
-pub struct ResyncGate {
-    last: Mutex<Option<Forced>>,
-}
-
-struct Forced {
-    at: Instant,
-    /// The engine's resync count when it was asked: a larger one means it is done.
-    resyncs_before: u64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Decision {
-    Start,
-    /// One is pending or running: join it.
-    Join,
-    TooSoon(Duration),
-}
-
-impl ResyncGate {
-    fn decide(&self, status: &SyncStatus, cooldown: Duration, now: Instant) -> Decision {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if status.phase == Phase::Resyncing {
-            return Decision::Join;
-        }
-        if let Some(forced) = &*last {
-            let since = now.saturating_duration_since(forced.at);
-            if since < cooldown {
-                return if status.resyncs == forced.resyncs_before {
-                    Decision::Join
-                } else {
-                    Decision::TooSoon(cooldown - since)
-                };
-            }
-        }
-        *last = Some(Forced {
-            at: now,
-            resyncs_before: status.resyncs,
-        });
-        Decision::Start
-    }
 }
 
 /// Rebuild this edge's replica from a snapshot, in the background.
@@ -135,41 +90,4 @@ async fn get_sync_status(
 ) -> Result<Json<SyncStatus>, ApiError> {
     user.require(ADMIN_SYNC)?;
     Ok(Json(state.sync.status()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const COOLDOWN: Duration = Duration::from_secs(300);
-
-    fn status(phase: Phase, resyncs: u64) -> SyncStatus {
-        SyncStatus {
-            phase,
-            resyncs,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_forced_resync_is_joined_while_it_runs_and_refused_until_the_cooldown_passes() {
-        let gate = ResyncGate::default();
-        let t0 = Instant::now();
-
-        let first = gate.decide(&status(Phase::Streaming, 1), COOLDOWN, t0);
-        let pending = gate.decide(&status(Phase::Streaming, 1), COOLDOWN, t0);
-        let running = gate.decide(&status(Phase::Resyncing, 1), COOLDOWN, t0);
-        let done = gate.decide(
-            &status(Phase::Streaming, 2),
-            COOLDOWN,
-            t0 + Duration::from_secs(60),
-        );
-        let later = gate.decide(&status(Phase::Streaming, 2), COOLDOWN, t0 + COOLDOWN);
-
-        assert_eq!(first, Decision::Start);
-        assert_eq!(pending, Decision::Join);
-        assert_eq!(running, Decision::Join);
-        assert_eq!(done, Decision::TooSoon(Duration::from_secs(240)));
-        assert_eq!(later, Decision::Start);
-    }
 }

@@ -40,12 +40,10 @@ pub mod writes;
 
 pub use ready::{ReplicaReady, require_ready};
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use auto_order_sync::SyncHandle;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::extract::DefaultBodyLimit;
 use tower::ServiceBuilder;
 use tower::util::option_layer;
 use tower_http::compression::CompressionLayer;
@@ -55,47 +53,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::Authenticator;
-use crate::cache::ReadCache;
-use crate::config::Config;
-use crate::db::Primary;
-
-/// What every handler can reach: one `Arc`, so the clones axum makes for every layer and
-/// extractor of every request cost one atomic increment, not one per service (those shared
-/// counters bounce between cores and showed in read profiles).
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-pub struct Services {
-    pub config: Arc<Config>,
-    pub sync: SyncHandle,
-    pub auth: Authenticator,
-    pub primary: Primary,
-    /// Rendered hot reads, invalidated by the sync engine's change events.
-    pub cache: Arc<ReadCache>,
-    /// The cooldown of forced resyncs.
-    pub resync_gate: admin::ResyncGate,
-}
-
-impl AppState {
-    pub fn new(services: Services) -> AppState {
-        AppState(Arc::new(services))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for Authenticator {
-    fn from_ref(state: &AppState) -> Authenticator {
-        state.auth.clone()
-    }
-}
+pub use crate::state::{AppState, Services};
 
 /// The routes under `/api` (and `/api/{API_VERSION}`), with their documentation.
 fn api_routes() -> OpenApiRouter<AppState> {

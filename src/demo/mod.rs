@@ -28,9 +28,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::api::AppState;
 use crate::api::extract::ApiJson;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// How long a sign-in token is valid.
 const SIGN_IN_TTL: Duration = Duration::from_secs(3600);

@@ -17,10 +17,10 @@ use auto_order_sync::catalog::{ColumnKind, Table};
 use auto_order_sync::rusqlite;
 use tokio_postgres::types::ToSql;
 
-use crate::api::AppState;
 use crate::consistency::ReadFrom;
 use crate::db::db_error;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// A condition on one column; every value is passed as text (timestamps in canonical form).
 #[derive(Debug, Clone)]

@@ -21,9 +21,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo .cargo
 COPY sync/Cargo.toml sync/Cargo.toml
-RUN mkdir -p src sync/src tests/integration \
+# The benchmarks' workspace member: only its manifest (and an empty target) is needed for the
+# workspace to load; the image never builds it.
+COPY bench/Cargo.toml bench/Cargo.toml
+RUN mkdir -p src sync/src tests/integration bench/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs sync/src/lib.rs \
+ && touch src/lib.rs sync/src/lib.rs bench/src/lib.rs \
  && echo 'fn main() {}' > tests/integration/main.rs \
  && cargo build --release --locked --bin auto-order \
  && rm -rf src sync/src

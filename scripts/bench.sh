@@ -93,7 +93,7 @@ for bench in "${benches[@]}"; do
 done
 
 echo "bench: building the release binaries…" >&2
-cargo build --release --bins --quiet
+cargo build --release --workspace --bins --quiet
 bin_dir="${CARGO_TARGET_DIR:-$root/target}/release"
 
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"

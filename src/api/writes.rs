@@ -131,17 +131,44 @@ pub async fn create_one(
     ))
 }
 
-/// An update's transaction, begun on `client` with the row locked (see [`lock_for_update`]).
+/// An update's transaction, open on its pooled connection with the row locked (see
+/// [`lock_for_update`]), until [`finish_update`] or [`abort`] consumes it.
+///
+/// Dropped before that (the request cancelled by its client, or by the request timeout,
+/// mid-update), it takes its connection out of the pool: closing the connection is what
+/// rolls the transaction back, where a pooled one would carry it, and its row lock, into
+/// the next request.
 pub struct Locked {
+    /// `Some` until this value is consumed.
+    client: Option<Object>,
     txid: u64,
     /// The caller's row as JSON text.
     pub current: String,
 }
 
-/// Begins an update of the caller's row `id` of `table`: `begin`, the locking read and the
-/// txid in one round trip. 404 (rolled back) when the caller has no such row.
+impl Locked {
+    /// The connection the transaction is open on (to prepare the update).
+    pub fn client(&self) -> &Object {
+        match &self.client {
+            Some(client) => client,
+            None => unreachable!("a Locked holds its connection until consumed"),
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Out of the pool, then closed: Postgres rolls the transaction back.
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// Begins an update of the caller's row `id` of `table` on `client`: `begin`, the locking
+/// read and the txid in one round trip. 404 (rolled back) when the caller has no such row.
 pub async fn lock_for_update(
-    client: &Object,
+    client: Object,
     table: &'static str,
     id: &uuid::Uuid,
     owner: &str,
@@ -154,45 +181,59 @@ pub async fn lock_for_update(
         ))
         .await
         .map_err(db_error)?;
+    // Held from before `begin` is sent, so a cancelled request cannot pool an open one.
+    let mut locked = Locked {
+        client: Some(client),
+        txid: 0,
+        current: String::new(),
+    };
     let params: [&(dyn ToSql + Sync); 2] = [id, &owner];
     let (begun, row) = futures_util::join!(
-        client.batch_execute("begin"),
-        client.query_opt(&select, &params),
+        locked.client().batch_execute("begin"),
+        locked.client().query_opt(&select, &params),
     );
-    let locked = begun.and(row).map_err(db_error);
-    match locked {
-        Ok(Some(row)) => Ok(Locked {
-            current: row.get(0),
-            txid: row.get::<_, i64>(1) as u64,
-        }),
-        Ok(None) => Err(abort(client, ApiError::NotFound).await),
-        Err(e) => Err(abort(client, e).await),
+    match begun.and(row).map_err(db_error) {
+        Ok(Some(row)) => {
+            locked.current = row.get(0);
+            locked.txid = row.get::<_, i64>(1) as u64;
+            Ok(locked)
+        }
+        Ok(None) => Err(abort(locked, ApiError::NotFound).await),
+        Err(e) => Err(abort(locked, e).await),
     }
 }
 
 /// Ends an update: the `update` statement and `commit` in one round trip. Returns the row
 /// written (the statement's `returning`; `None` when a condition of the statement's own
-/// left nothing to update, and then nothing was) and the committed write.
+/// left nothing to update, and then nothing was), the committed write and the connection
+/// (for [`settle`]).
 pub async fn finish_update(
-    client: &Object,
-    locked: Locked,
+    mut locked: Locked,
     update: &tokio_postgres::Statement,
     params: &[&(dyn ToSql + Sync)],
-) -> Result<Option<(tokio_postgres::Row, Committed)>, ApiError> {
+) -> Result<Option<(tokio_postgres::Row, Committed, Object)>, ApiError> {
     // A failed update aborts the transaction, and the `commit` then rolls it back.
     let (written, committed) = futures_util::join!(
-        client.query_opt(update, params),
-        client.batch_execute("commit"),
+        locked.client().query_opt(update, params),
+        locked.client().batch_execute("commit"),
     );
+    // Committed or rolled back: the connection may go back to the pool.
+    let client = locked.client.take();
     let written = written.map_err(db_error)?;
     committed.map_err(db_error)?;
-    Ok(written.map(|row| (row, Committed { txid: locked.txid })))
+    let committed = Committed { txid: locked.txid };
+    Ok(written
+        .zip(client)
+        .map(|(row, client)| (row, committed, client)))
 }
 
 /// Rolls back an update begun by [`lock_for_update`] that will not be finished, and returns
-/// `err` (a connection that cannot even roll back is dropped by the pool's health check).
-pub async fn abort(client: &Object, err: ApiError) -> ApiError {
-    let _ = client.batch_execute("rollback").await;
+/// `err`. A connection that cannot even roll back leaves the pool.
+pub async fn abort(mut locked: Locked, err: ApiError) -> ApiError {
+    if locked.client().batch_execute("rollback").await.is_ok() {
+        // Rolled back: the connection may go back to the pool.
+        drop(locked.client.take());
+    }
     err
 }
 

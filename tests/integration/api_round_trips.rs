@@ -3,6 +3,7 @@
 //! pooled write connection, once its statements are prepared.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -90,4 +91,60 @@ async fn creates_and_deletes_take_one_round_trip_and_updates_two() {
     assert_eq!(deleted.unwrap().status(), StatusCode::NO_CONTENT);
     assert_eq!(trips, 1, "a delete with its sync token");
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_dropped_midway_leaves_no_open_transaction_on_a_pooled_connection() {
+    // Arrange: a product, and the edge's own write pool.
+    let db = TestDb::new().await;
+    let id: uuid::Uuid = db
+        .client
+        .query_one(
+            "insert into products (owner_id, name) values ('u', 'tea') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let connector = auto_order_sync::PgConnector::from_url(&db.url).unwrap();
+    let primary = auto_order::db::Primary::new(&connector, 1).unwrap();
+
+    // Act: an update locks the row, then its request is cancelled (the value dropped, as
+    // a dropped handler future drops it) before it finishes.
+    let client = primary.get().await.unwrap();
+    let locked = auto_order::api::writes::lock_for_update(client, "products", &id, "u")
+        .await
+        .unwrap();
+    drop(locked);
+
+    // Assert: the row is not left locked by a transaction parked in the pool, and the next
+    // write from the pool commits on its own.
+    crate::support::wait_until("the row lock is released", Duration::from_secs(10), || {
+        let client = &db.client;
+        async move {
+            client
+                .query_opt(
+                    "select 1 from products where id = $1 for update nowait",
+                    &[&id],
+                )
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let next = primary.get().await.unwrap();
+    next.execute(
+        "update products set name = 'green tea' where id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    drop(next);
+    let name: String = db
+        .client
+        .query_one("select name from products where id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "green tea", "the next write committed");
 }

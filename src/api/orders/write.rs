@@ -119,16 +119,17 @@ pub async fn update_order(
     let patch = body.value;
     patch.check()?;
     let client = state.primary.get().await?;
-    let locked = writes::lock_for_update(&client, TABLE, &id, &user.sub).await?;
+    let locked = writes::lock_for_update(client, TABLE, &id, &user.sub).await?;
     let fields = match Row::from_json(&ORDERS, &locked.current)
         .and_then(|current| patch.apply(&OrderView::from_row(&current)))
     {
         Ok(fields) => fields,
-        Err(e) => return Err(writes::abort(&client, e).await),
+        Err(e) => return Err(writes::abort(locked, e).await),
     };
     // The product must be the caller's (checked even when unchanged: the same index
     // lookup), and is held until the commit.
-    let update = match client
+    let update = match locked
+        .client()
         .prepare_cached(
             "update orders
                 set product_id = $3, quantity = $4, unit_price_cents = $5, currency = $6,
@@ -140,7 +141,7 @@ pub async fn update_order(
         .await
     {
         Ok(update) => update,
-        Err(e) => return Err(writes::abort(&client, db_error(e)).await),
+        Err(e) => return Err(writes::abort(locked, db_error(e)).await),
     };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &id,
@@ -152,7 +153,7 @@ pub async fn update_order(
         &fields.ordered_at,
     ];
     // The order is locked, so nothing written means the product check failed.
-    let (written, committed) = writes::finish_update(&client, locked, &update, &params)
+    let (written, committed, client) = writes::finish_update(locked, &update, &params)
         .await?
         .ok_or_else(no_such_product)?;
     let view = OrderView::from_row(&Row::from_json(&ORDERS, written.get(0))?);

@@ -116,14 +116,15 @@ pub async fn update_product(
     // Checks that need no row (a null name, a zero quantity) fail before the primary.
     patch.clone().apply(&placeholder())?;
     let client = state.primary.get().await?;
-    let locked = writes::lock_for_update(&client, TABLE, &id, &user.sub).await?;
+    let locked = writes::lock_for_update(client, TABLE, &id, &user.sub).await?;
     let fields = match Row::from_json(&PRODUCTS, &locked.current)
         .and_then(|current| patch.apply(&ProductView::from_row(&current)))
     {
         Ok(fields) => fields,
-        Err(e) => return Err(writes::abort(&client, e).await),
+        Err(e) => return Err(writes::abort(locked, e).await),
     };
-    let update = match client
+    let update = match locked
+        .client()
         .prepare_cached(
             "update products
                 set name = $3, unit = $4, reorder_quantity = $5, price_cents = $6, notes = $7,
@@ -134,7 +135,7 @@ pub async fn update_product(
         .await
     {
         Ok(update) => update,
-        Err(e) => return Err(writes::abort(&client, db_error(e)).await),
+        Err(e) => return Err(writes::abort(locked, db_error(e)).await),
     };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &id,
@@ -145,7 +146,7 @@ pub async fn update_product(
         &fields.price_cents,
         &fields.notes,
     ];
-    let (written, committed) = writes::finish_update(&client, locked, &update, &params)
+    let (written, committed, client) = writes::finish_update(locked, &update, &params)
         .await?
         .ok_or(ApiError::NotFound)?;
     let view = ProductView::from_row(&Row::from_json(&PRODUCTS, written.get(0))?);

@@ -134,6 +134,7 @@ impl Application {
         // Wakes every edge when the change log grows (one edge is elected to do it).
         let announcer = tokio::spawn(auto_order_sync::pg::announce::run(
             self.connector.clone(),
+            self.state.config.is_primary_region(),
             stop.clone().cancelled_owned(),
         ));
         let pruner = self.state.config.is_primary_region().then(|| {

@@ -77,8 +77,10 @@ pub struct Source {
     note: Option<String>,
     /// What the current connection goes to.
     connected_to: Upstream,
-    /// A connection to the primary for the lag probe.
-    probe: Option<Client>,
+    /// The lag probe in flight, on a task of its own (a slow or unreachable primary must
+    /// not hold the pulls from the standby), and its connection to the primary, kept.
+    probe: Option<tokio::task::JoinHandle<Result<(u64, Instant), SyncError>>>,
+    probe_client: Arc<tokio::sync::Mutex<Option<Client>>>,
     /// The primary's horizon, and when it was read, while the replica has not passed it.
     probed: Option<(u64, Instant)>,
     last_probe: Option<Instant>,
@@ -95,6 +97,7 @@ impl Source {
             note: None,
             connected_to: Upstream::Primary,
             probe: None,
+            probe_client: Default::default(),
             probed: None,
             last_probe: None,
         }
@@ -166,11 +169,23 @@ impl Source {
             && self.fallback_until.is_some_and(|t| Instant::now() >= t)
     }
 
-    /// Measures the standby's lag against the primary's horizon (at most every
-    /// `lag_check`); returns true when the standby must be bypassed now.
+    /// Measures the standby's lag against the primary's horizon (read at most every
+    /// `lag_check`, in the background); returns true when the standby must be bypassed now.
     pub async fn standby_lags(&mut self, watermark: u64) -> bool {
         if self.connected_to != Upstream::Standby {
             return false;
+        }
+        if self.probe.as_ref().is_some_and(|p| p.is_finished())
+            && let Some(done) = self.probe.take()
+        {
+            match done.await {
+                Ok(Ok((horizon, at))) if horizon > watermark && self.probed.is_none() => {
+                    self.probed = Some((horizon, at));
+                }
+                // Caught up with it, or the primary is away: the standby is all there is,
+                // and it cannot lag it.
+                _ => {}
+            }
         }
         if let Some((horizon, at)) = self.probed {
             if watermark >= horizon {
@@ -184,20 +199,17 @@ impl Source {
                 return true;
             }
         }
+        let due = self
+            .last_probe
+            .is_none_or(|t| t.elapsed() >= self.settings.lag_check);
         if self.probed.is_none()
-            && self
-                .last_probe
-                .is_none_or(|t| t.elapsed() >= self.settings.lag_check)
+            && self.probe.is_none()
+            && due
+            && let Some(primary) = self.primary.clone()
         {
             self.last_probe = Some(Instant::now());
-            match self.primary_horizon().await {
-                Ok(horizon) if horizon > watermark => {
-                    self.probed = Some((horizon, Instant::now()));
-                }
-                Ok(_) => {}
-                // The primary is away: the standby is all there is, and it cannot lag it.
-                Err(_) => self.probe = None,
-            }
+            let client = self.probe_client.clone();
+            self.probe = Some(tokio::spawn(primary_horizon(primary, client)));
         }
         false
     }
@@ -208,29 +220,31 @@ impl Source {
         self.note = Some(why);
         self.probed = None;
     }
+}
 
-    async fn primary_horizon(&mut self) -> Result<u64, SyncError> {
-        let Some(primary) = &self.primary else {
-            return Err(SyncError::Transient("no primary configured".into()));
-        };
-        let probe = match self.probe.take() {
-            Some(client) if !client.is_closed() => self.probe.insert(client),
-            _ => {
-                let client = tokio::time::timeout(Duration::from_secs(5), primary.connect(None))
-                    .await
-                    .map_err(|_| SyncError::Transient("primary connect timed out".into()))??;
-                self.probe.insert(client)
-            }
-        };
-        let row = tokio::time::timeout(
-            Duration::from_secs(5),
-            probe.query_one(
-                "select pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                &[],
-            ),
-        )
-        .await
-        .map_err(|_| SyncError::Transient("primary horizon timed out".into()))??;
-        Ok(row.get::<_, i64>(0) as u64)
-    }
+/// The primary's horizon now, and when it was read, on the probe's kept connection.
+async fn primary_horizon(
+    primary: PgConnector,
+    kept: Arc<tokio::sync::Mutex<Option<Client>>>,
+) -> Result<(u64, Instant), SyncError> {
+    let mut kept = kept.lock().await;
+    let client = match kept.take() {
+        Some(client) if !client.is_closed() => kept.insert(client),
+        _ => {
+            let client = tokio::time::timeout(Duration::from_secs(5), primary.connect(None))
+                .await
+                .map_err(|_| SyncError::Transient("primary connect timed out".into()))??;
+            kept.insert(client)
+        }
+    };
+    let row = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.query_one(
+            "select pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            &[],
+        ),
+    )
+    .await
+    .map_err(|_| SyncError::Transient("primary horizon timed out".into()))??;
+    Ok((row.get::<_, i64>(0) as u64, Instant::now()))
 }

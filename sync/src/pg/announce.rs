@@ -13,7 +13,8 @@
 //!
 //! # Who announces
 //! Every edge runs [`run`]; the one that holds a session-level advisory lock announces, the
-//! others retry the lock every [`STANDBY_RETRY`]. If the announcer's machine dies, its
+//! others retry the lock every [`STANDBY_RETRY`]. Edges in the primary's region are
+//! preferred: a far one looks a round trip away, so it competes later and hands over. If the announcer's machine dies, its
 //! session ends, the lock is free and another edge takes over within seconds; meanwhile
 //! edges fall back to their poll (`SYNC_POLL_INTERVAL_MS`). It always runs against the
 //! primary (`DATABASE_URL`): notifications are not replicated to standbys.
@@ -41,28 +42,50 @@ const IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How often an edge that is not the announcer tries to become it.
 const STANDBY_RETRY: Duration = Duration::from_secs(5);
 
+/// An edge far from the primary announces late (each look is a round trip away): it first
+/// competes after [`FAR_FIRST_TRY`], and holding the lock it lets go after [`FAR_HOLD`] and
+/// waits [`FAR_RETRY`], so that an edge in the primary's region (trying every
+/// [`STANDBY_RETRY`]) takes over; with none there, the far edge takes it back.
+const FAR_FIRST_TRY: Duration = Duration::from_secs(30);
+const FAR_HOLD: Duration = Duration::from_secs(60);
+const FAR_RETRY: Duration = Duration::from_secs(15);
+
 /// Runs until `shutdown`: competes for the announcer's lock and, holding it, announces.
-pub async fn run(connector: PgConnector, shutdown: impl Future<Output = ()>) {
+/// `near`: this edge is in the primary's region (or regions are not configured).
+pub async fn run(connector: PgConnector, near: bool, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    if !near {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(FAR_FIRST_TRY) => {}
+        }
+    }
+    let hold = (!near).then_some(FAR_HOLD);
     loop {
         let outcome = tokio::select! {
             _ = &mut shutdown => return,
-            outcome = announce_while_elected(&connector) => outcome,
+            outcome = announce_while_elected(&connector, hold) => outcome,
         };
         match outcome {
             Ok(()) => {}
             Err(e) => tracing::debug!(error = %e, "announcer: primary unreachable"),
         }
+        let retry = if near { STANDBY_RETRY } else { FAR_RETRY };
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep(STANDBY_RETRY) => {}
+            _ = tokio::time::sleep(retry) => {}
         }
     }
 }
 
-/// Connects, and if this edge wins the lock, announces until the connection fails. Returns
-/// `Ok` when another edge holds the lock.
-async fn announce_while_elected(connector: &PgConnector) -> Result<(), SyncError> {
+/// Connects, and if this edge wins the lock, announces until the connection fails (or for
+/// `hold`, then lets go of the lock by closing the session). Returns `Ok` when another edge
+/// holds the lock.
+async fn announce_while_elected(
+    connector: &PgConnector,
+    hold: Option<Duration>,
+) -> Result<(), SyncError> {
+    let elected_at = Instant::now();
     let client = connector.connect(None).await?;
     let elected: bool = client
         .query_one("select pg_try_advisory_lock($1)", &[&ANNOUNCER_LOCK_KEY])
@@ -86,6 +109,9 @@ async fn announce_while_elected(connector: &PgConnector) -> Result<(), SyncError
     let mut horizon: i64 = client.query_one(&look, &[&i64::MAX]).await?.get(0);
     let mut last_move = Instant::now();
     loop {
+        if hold.is_some_and(|hold| elected_at.elapsed() >= hold) {
+            return Ok(());
+        }
         let tick = if last_move.elapsed() < IDLE_AFTER {
             ACTIVE_TICK
         } else {

@@ -46,6 +46,7 @@ impl TestEdge {
         let stop = CancellationToken::new();
         tokio::spawn(auto_order_sync::pg::announce::run(
             primary,
+            true,
             stop.clone().cancelled_owned(),
         ));
         let task = tokio::spawn(engine.run(stop.clone().cancelled_owned()));

@@ -66,11 +66,9 @@ pub struct ReplicaView {
     pub backlog: Option<u64>,
     /// Milliseconds since the replica last held every transaction the primary had begun.
     pub staleness_ms: Option<u64>,
-    /// An open transaction on the primary holds the horizon (every edge waits for it).
+    /// An open transaction on the primary holds the horizon (every edge waits for it; who
+    /// holds it: `horizon_holder` of `GET /api/admin/sync`).
     pub horizon_held: bool,
-    /// Who holds it, once held for a few seconds (as far as the edge's role can see).
-    #[schema(value_type = Option<Object>)]
-    pub horizon_holder: Option<auto_order_sync::handle::HorizonHolder>,
     /// The class of the engine's last error: `fatal`, `primary_unreachable` or `transient`
     /// (the error itself: `GET /api/admin/sync`).
     pub last_error: Option<&'static str>,
@@ -78,12 +76,12 @@ pub struct ReplicaView {
     /// Resyncs failed in a row (each waits longer before the next).
     pub resync_failures: u32,
     /// Times the primary's history forked from the replica's (a failover lost commits);
-    /// the edge converged to the new primary, so reads may have gone back in time.
+    /// the edge converged to the new primary, so reads may have gone back in time (which
+    /// txids: `last_fork` of `GET /api/admin/sync`).
     pub forks: u64,
-    #[schema(value_type = Option<Object>)]
-    pub last_fork: Option<auto_order_sync::handle::ForkInfo>,
-    /// What the primary has that this binary does not replicate: its schema is newer.
-    pub primary_schema_newer: Vec<String>,
+    /// The primary has columns or tables this binary does not replicate: its schema is
+    /// newer (which: `primary_schema_newer` of `GET /api/admin/sync`).
+    pub primary_schema_newer: bool,
 }
 
 /// Liveness and replica status.
@@ -120,13 +118,11 @@ async fn get_health(State(state): State<AppState>) -> (StatusCode, Json<HealthVi
             backlog: s.backlog,
             staleness_ms: s.staleness().map(|d| d.as_millis() as u64),
             horizon_held: s.horizon_held,
-            horizon_holder: s.horizon_holder.clone(),
             last_error: error_class(&s),
             resyncs: s.resyncs,
             resync_failures: s.resync_failures,
             forks: s.forks,
-            last_fork: s.last_fork,
-            primary_schema_newer: s.primary_schema_newer,
+            primary_schema_newer: !s.primary_schema_newer.is_empty(),
         },
     };
     (code, Json(view))

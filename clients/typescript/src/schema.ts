@@ -449,13 +449,15 @@ export interface components {
             /**
              * Format: int64
              * @description Times the primary's history forked from the replica's (a failover lost commits);
-             *     the edge converged to the new primary, so reads may have gone back in time.
+             *     the edge converged to the new primary, so reads may have gone back in time (which
+             *     txids: `last_fork` of `GET /api/admin/sync`).
              */
             forks: number;
-            /** @description An open transaction on the primary holds the horizon (every edge waits for it). */
+            /**
+             * @description An open transaction on the primary holds the horizon (every edge waits for it; who
+             *     holds it: `horizon_holder` of `GET /api/admin/sync`).
+             */
             horizon_held: boolean;
-            /** @description Who holds it, once held for a few seconds (as far as the edge's role can see). */
-            horizon_holder?: Record<string, never> | null;
             /**
              * Format: int64
              * @description Milliseconds since the newest applied change was made on the primary.
@@ -466,7 +468,6 @@ export interface components {
              *     (the error itself: `GET /api/admin/sync`).
              */
             last_error?: string | null;
-            last_fork?: Record<string, never> | null;
             /**
              * Format: int64
              * @description Milliseconds since the last successful pull from the primary.
@@ -477,8 +478,11 @@ export interface components {
             /** Format: int64 */
             primary_horizon?: number | null;
             primary_reachable: boolean;
-            /** @description What the primary has that this binary does not replicate: its schema is newer. */
-            primary_schema_newer: string[];
+            /**
+             * @description The primary has columns or tables this binary does not replicate: its schema is
+             *     newer (which: `primary_schema_newer` of `GET /api/admin/sync`).
+             */
+            primary_schema_newer: boolean;
             ready: boolean;
             /**
              * Format: int32

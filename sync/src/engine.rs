@@ -70,10 +70,9 @@ pub struct EngineConfig {
     /// Changes read per pull and applied per SQLite transaction (a larger primary
     /// transaction is still read whole). A catch-up writes each page a batch dirties to the
     /// WAL once per batch, so larger batches write less per change; they also hold more in
-    /// memory (this batch and the prefetched next one). `sync-bench`, a million changes:
-    /// 34.5k changes/s at 10,000 (128–133 MiB peak heap), 39.1–39.5k at 25,000 (150–155
-    /// MiB), 46.9–50.6k at 40,000 (187–191 MiB). Streaming batches are a few changes each,
-    /// so the lag does not depend on it.
+    /// memory (this batch and the prefetched next one): the rate and the peak heap at each
+    /// size are in `docs/PERF.md`. Streaming batches are a few changes each, so the lag does
+    /// not depend on it.
     pub batch_size: usize,
     /// Fallback poll when no NOTIFY arrives (a rolled-back or long transaction moves the
     /// horizon without notifying).

@@ -29,8 +29,8 @@ const CHUNK_TEXT_BYTES: usize = 4 << 20;
 /// `key_order`. Returns the number of rows copied.
 ///
 /// Ask for key order unless the replica is empty: sorting is most of what the copy costs
-/// the primary (a million products: 1.4–1.5 s sorted against 0.7 s as stored, measured
-/// with `psql`), and on a small machine that CPU is shared with the load.
+/// the primary (about twice the time of a copy as stored: `docs/PERF.md`), and on a small
+/// machine that CPU is shared with the load.
 pub async fn copy_snapshot(
     client: &mut Client,
     sink: mpsc::Sender<SnapshotItem>,

@@ -261,10 +261,8 @@ impl Loader {
 /// at most this size, each on a helper thread (`pragma threads`), writes them to temporary
 /// files, and merges them, also on helper threads. A large cache means one large run sorted
 /// on the writer's own thread; the B-tree pages being built need no cache (they are
-/// appended in order). Measured on a million products' two indexes, in a standalone
-/// program: 1.0 s with 4 MiB against 1.8 s with the writer's usual 64 MiB, and 2.0–2.2 s with
-/// the sort held in memory (`temp_store = memory` neither spills runs nor uses the helper
-/// threads); in `sync-bench`, the rebuild went from 2.3–2.7 s to 1.1–1.3 s.
+/// appended in order). A sort held in memory (`temp_store = memory`) neither spills runs nor
+/// uses the helper threads. The figures that chose 4 MiB are in `docs/PERF.md`.
 const REBUILD_CACHE_KIB: i64 = 4096;
 
 /// Creates the dropped indexes, with the writer's cache made small for the length of it.

@@ -54,11 +54,9 @@ const WRITER_STATEMENTS: usize = 32;
 const WRITER_CHECKPOINT_BYTES: i64 = 64 << 20;
 
 /// The page size of a new replica file, in bytes (SQLite's default is 4,096). A million-row
-/// resync writes and sorts half as many pages with 8 KiB ones: in `sync-bench` runs
-/// alternating the two sizes, a first load took 2.41–2.65 s against 3.48–3.69 s and a merge
-/// 2.25–2.62 s against 3.07–3.34 s, while the catch-up rate stayed within the machine's noise
-/// (45–67k changes/s at either size). A file keeps the size it was created with (a WAL database
-/// cannot change it without a `VACUUM`), so replicas made before this go on with 4 KiB.
+/// resync writes and sorts half as many pages with 8 KiB ones, and the catch-up rate does not
+/// suffer (`docs/PERF.md`). A file keeps the size it was created with (a WAL database cannot
+/// change it without a `VACUUM`), so replicas made before this go on with 4 KiB.
 const PAGE_SIZE: u32 = 8192;
 
 /// How long a connection waits on the file lock before giving up.

@@ -58,15 +58,7 @@ async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
         }
         answered += u32::from(request.send().await.is_ok());
     }
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
 
     // Assert: the requests are counted, under bounded labels only.
     assert_eq!(answered, 2000);
@@ -302,15 +294,7 @@ async fn forged_sync_tokens_are_refused_at_once_without_touching_the_primary() {
         let body: serde_json::Value = response.json().await.unwrap();
         answers.push((status, body, started.elapsed()));
     }
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
 
     // Assert: 400 with the JSON error, well before the read-your-writes bound (1 s), and
     // no connection to the primary was ever opened for a read.
@@ -476,15 +460,7 @@ async fn the_database_check_needs_the_admin_permission_and_no_write_connection()
         .unwrap();
     let admin_status = admin.status();
     let checks: serde_json::Value = admin.json().await.unwrap();
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
 
     // Assert
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);

@@ -87,15 +87,7 @@ async fn busy_edge_metrics(db: &TestDb) -> (TestApp, String) {
             .await
             .unwrap();
     }
-    let exported = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exported = app.metrics_text().await;
     (app, exported)
 }
 

@@ -41,19 +41,39 @@ fn standby_settings() -> StandbySettings {
     }
 }
 
+/// An edge pulling from the standby behind `relay`, falling back to `primary`.
+async fn edge_on_standby(primary: &Cluster, relay: &Relay, dir: &std::path::Path) -> TestEdge {
+    TestEdge::start_on_standby(
+        &format!("postgres://postgres@{}/app", relay.addr),
+        &primary.url("app"),
+        dir,
+        fast_config(),
+        standby_settings(),
+    )
+    .await
+}
+
+/// Asserts the edge applies what the primary (`client`) has committed so far (a token the
+/// primary issued is honoured) and then equals it, row for row.
+async fn catches_up_to_and_equals(edge: &TestEdge, client: &Client) {
+    let token = fence(client).await;
+    assert!(
+        edge.handle
+            .wait_applied(token, Duration::from_secs(60))
+            .await,
+        "{:?}",
+        edge.handle.status()
+    );
+    let replica = edge.dir.join("replica.db");
+    assert_replica_matches(client, &replica, &edge.handle.status()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_on_a_standby_converges_under_concurrent_writers_and_honours_tokens() {
     // Arrange: an edge pulling from the standby.
     let (primary, _standby, relay, client) = primary_and_standby().await;
     let dir = tempfile::tempdir().unwrap();
-    let edge = TestEdge::start_on_standby(
-        &format!("postgres://postgres@{}/app", relay.addr),
-        &primary.url("app"),
-        dir.path(),
-        fast_config(),
-        standby_settings(),
-    )
-    .await;
+    let edge = edge_on_standby(&primary, &relay, dir.path()).await;
 
     // Act: four writers on the primary, inserting, updating and deleting.
     let mut writers = Vec::new();
@@ -77,20 +97,7 @@ async fn an_edge_on_a_standby_converges_under_concurrent_writers_and_honours_tok
 
     // Assert: a token (txid) the primary issued is honoured: once the edge says it applied
     // it, the replica holds everything committed before it; and it came from the standby.
-    let token = fence(&client).await;
-    assert!(
-        edge.handle
-            .wait_applied(token, Duration::from_secs(60))
-            .await,
-        "{:?}",
-        edge.handle.status()
-    );
-    assert_replica_matches(
-        &client,
-        &dir.path().join("replica.db"),
-        &edge.handle.status(),
-    )
-    .await;
+    catches_up_to_and_equals(&edge, &client).await;
     let status = edge.handle.status();
     assert_eq!(status.upstream, Upstream::Standby, "{status:?}");
     assert_eq!(status.forks, 0);
@@ -106,14 +113,7 @@ async fn an_edge_falls_back_to_the_primary_when_its_standby_stops_and_says_so() 
         .unwrap();
     wait_replayed(&client, &standby.connect("app").await).await;
     let dir = tempfile::tempdir().unwrap();
-    let edge = TestEdge::start_on_standby(
-        &format!("postgres://postgres@{}/app", relay.addr),
-        &primary.url("app"),
-        dir.path(),
-        fast_config(),
-        standby_settings(),
-    )
-    .await;
+    let edge = edge_on_standby(&primary, &relay, dir.path()).await;
     let token = fence(&client).await;
     assert!(
         edge.handle
@@ -129,20 +129,7 @@ async fn an_edge_falls_back_to_the_primary_when_its_standby_stops_and_says_so() 
         .unwrap();
 
     // Assert: the edge catches up from the primary, and its status says why.
-    let token = fence(&client).await;
-    assert!(
-        edge.handle
-            .wait_applied(token, Duration::from_secs(60))
-            .await,
-        "{:?}",
-        edge.handle.status()
-    );
-    assert_replica_matches(
-        &client,
-        &dir.path().join("replica.db"),
-        &edge.handle.status(),
-    )
-    .await;
+    catches_up_to_and_equals(&edge, &client).await;
     let status = edge.handle.status();
     assert_eq!(status.upstream, Upstream::Primary, "{status:?}");
     let note = status.upstream_note.unwrap_or_default();
@@ -167,14 +154,28 @@ async fn the_announcer_wakes_an_edge_long_before_its_poll_would() {
     })
     .await;
 
+    // A listener of the test's own: the write's transaction no longer notifies (V4), so a
+    // notification after it can only come from the announcer. (The edge alone could also
+    // pick the change up by its quick looks while another test's transaction holds the
+    // cluster-wide horizon.)
+    let heard = std::sync::Arc::new(tokio::sync::Notify::new());
+    let _listener = auto_order_sync::PgConnector::from_url(&db.url)
+        .unwrap()
+        .connect(Some(heard.clone()))
+        .await
+        .unwrap();
+
     // Act: a write by someone else (not this edge's own write path, which wakes it itself).
     db.client
         .batch_execute("insert into products (owner_id, name) values ('u', 'announced')")
         .await
         .unwrap();
 
-    // Assert: the change arrives without the edge being asked (no wait_applied, which wakes
-    // the engine), well within the poll.
+    // Assert: the announcer says so, and the change arrives without the edge being asked
+    // (no wait_applied, which wakes the engine), well within the poll.
+    tokio::time::timeout(Duration::from_secs(20), heard.notified())
+        .await
+        .expect("the announcer notifies sync_changes");
     let reader = edge.reader();
     wait_until(
         "the change is announced and pulled",

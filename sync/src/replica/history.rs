@@ -46,10 +46,14 @@ pub fn record(tx: &Transaction<'_>, window: &Window, now_us: i64) -> rusqlite::R
                 newest.digest.sum as i64
             ])?;
         }
-        _ => insert(tx, window, now_us)?,
+        _ => {
+            insert(tx, window, now_us)?;
+            // Windows only age past the retention as new ones open: expire them here, not
+            // on every batch.
+            tx.prepare_cached("delete from sync_history where opened_at_us < ?1")?
+                .execute([now_us - RETENTION_US])?;
+        }
     }
-    tx.prepare_cached("delete from sync_history where opened_at_us < ?1")?
-        .execute([now_us - RETENTION_US])?;
     Ok(())
 }
 

@@ -116,6 +116,18 @@ impl TestApp {
         );
     }
 
+    /// The text of `GET /metrics` on the public port.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics' text")
+    }
+
     /// Waits until the edge has applied everything committed on the database at `url`.
     pub async fn catch_up_url(&self, url: &str) {
         let client = super::db::connect(url).await;

@@ -89,16 +89,23 @@ pub fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return config_failure(&err),
     };
-    if matches!(cli.command, Command::Dev) {
+    let telemetry = if matches!(cli.command, Command::Dev) {
         // Only an explicit LOG_LEVEL changes dev's quiet default (the config's default is
         // `info`, which is the server's).
         let explicit = std::env::var("LOG_LEVEL")
             .ok()
             .filter(|v| !v.trim().is_empty());
-        telemetry::init_for_humans(explicit.as_deref().unwrap_or(telemetry::DEV_LOG_FILTER));
+        telemetry::init_for_humans(explicit.as_deref().unwrap_or(telemetry::DEV_LOG_FILTER))
     } else {
-        telemetry::init(&config.log_level);
-    }
+        telemetry::init(&config.log_level)
+    };
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("auto-order: refusing to start: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -106,14 +113,19 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    let outcome = runtime.block_on(run(cli.command, config));
+    // The runtime first: its tasks' last spans end as it stops, then they are flushed.
+    drop(runtime);
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "command failed");
             eprintln!("auto-order: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 fn config_failure(err: &ConfigError) -> ExitCode {

@@ -21,6 +21,7 @@
 //! | `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW_MS` | `100` / `60000` | requests per window, per client IP and per user |
 //! | `READ_YOUR_WRITES_TIMEOUT_MS` | `1000` | how long a write (or a read with `X-Sync-Token`) waits for the replica |
 //! | `WRITE_MODE` | `forward` | `forward`: every edge writes to the primary; `fly-replay`: edges outside `PRIMARY_REGION` answer writes with `fly-replay: region=<primary>` |
+//! | `OTEL_EXPORTER_OTLP_*`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` | traces off | read by [`crate::telemetry::otlp`], not here |
 //! | `AUTH0_DOMAIN`, `AUTH0_AUDIENCE`, `AUTH0_ISSUER_BASE_URL`, `JWKS_URL` | dev issuer | see `docs/AUTH.md` |
 //! | `METRICS_PORT` | unset (`/metrics` on `PORT`) | serve `/metrics` only on this port (Fly's `[metrics]` scrapes it over the private network) |
 //! | `HTTP_HEADER_TIMEOUT_MS` | `10000` | a connection must send a complete request head within this; also how long an idle keep-alive connection is kept |

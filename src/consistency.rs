@@ -15,6 +15,7 @@
 //! `PRIMARY_READ_CONCURRENCY` of its connections.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use auto_order_sync::SyncHandle;
 use axum::extract::FromRequestParts;
@@ -88,7 +89,11 @@ pub async fn read_from(
             "X-Sync-Token is not a token a write returned (it is ahead of the primary)".into(),
         ));
     }
-    Ok(if sync.wait_applied(t, bound).await {
+    let waited = sync
+        .wait_applied(t, bound)
+        .instrument(tracing::debug_span!("sync.wait_token", token = t))
+        .await;
+    Ok(if waited {
         ReadFrom::Replica
     } else {
         ReadFrom::Primary
@@ -103,7 +108,11 @@ pub async fn settle_write(
     txid: u64,
     bound: Duration,
 ) -> (&'static str, HeaderValue) {
-    if !sync.wait_applied(txid, bound).await {
+    let applied = sync
+        .wait_applied(txid, bound)
+        .instrument(tracing::debug_span!("sync.wait_write", txid))
+        .await;
+    if !applied {
         tracing::debug!(
             txid,
             "write not yet applied to the replica within the bound"

@@ -49,4 +49,5 @@ pub mod roles;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod write_mode;

@@ -11,6 +11,8 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
+use crate::telemetry::propagate;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
     Forward,
@@ -43,13 +45,19 @@ pub fn replay_to_primary(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    let replayed = request.headers().contains_key("fly-replay-src");
+    let replayed = request.headers().contains_key(propagate::FLY_REPLAY_SRC);
     match (primary_region, mode) {
         (Some(primary), WriteMode::FlyReplay) if is_write && !replayed && !in_primary_region => {
             tracing::debug!(primary_region = %primary, "write replayed to the primary region");
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::CONFLICT;
-            if let Ok(value) = HeaderValue::from_str(&format!("region={primary}")) {
+            // The `state` comes back in the replay's `fly-replay-src`: the primary-region
+            // edge's span becomes a child of this one (see `crate::telemetry::propagate`).
+            let replay = match propagate::traceparent(&tracing::Span::current()) {
+                Some(parent) => format!("region={primary};state={parent}"),
+                None => format!("region={primary}"),
+            };
+            if let Ok(value) = HeaderValue::from_str(&replay) {
                 response.headers_mut().insert("fly-replay", value);
             }
             Some(response)

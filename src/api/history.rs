@@ -74,14 +74,15 @@ pub async fn all_histories(
     }
 }
 
-/// Runs `f` on a pooled replica reader on the blocking pool, inside the caller's span.
+/// Runs `f` on a pooled replica reader on the blocking pool, in a span of its own beneath
+/// the caller's.
 async fn replica_read<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
 {
     let readers = state.sync.replica().readers().clone();
-    let span = tracing::Span::current();
+    let span = tracing::debug_span!("replica.query", table = "history");
     tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
             let mut conn = readers.get().context("Failed to get a replica reader")?;
@@ -162,6 +163,12 @@ fn replica_histories(
 }
 
 /// The same read on the primary, in one repeatable-read transaction.
+#[tracing::instrument(
+    level = "debug",
+    name = "primary.query",
+    skip_all,
+    fields(table = "history", otel.kind = "client", db.system.name = "postgresql")
+)]
 async fn primary_histories(
     state: &AppState,
     owner: &str,

@@ -99,6 +99,11 @@ pub fn describe() {
         "1 while an open transaction on the primary holds the horizon."
     );
     describe_gauge!(
+        "auto_order_sync_horizon_holder_age_seconds",
+        Unit::Seconds,
+        "How long the transaction holding the horizon had been open when last looked up; 0 when none holds it."
+    );
+    describe_gauge!(
         "auto_order_sync_primary_schema_newer",
         "1 when the primary has columns or tables this binary does not replicate."
     );

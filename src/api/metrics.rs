@@ -24,7 +24,7 @@
 //! Computed at scrape time from the sync engine, the authenticator and the primary pool:
 //! `auto_order_replica_*` (including `auto_order_replica_staleness_seconds`),
 //! `auto_order_sync_*` (including `auto_order_sync_forks_total`, `_resync_failures`,
-//! `_horizon_held`, `_primary_schema_newer`, `_upstream_standby`), `auto_order_primary_*`,
+//! `_horizon_held`, `_horizon_holder_age_seconds`, `_primary_schema_newer`, `_upstream_standby`), `auto_order_primary_*`,
 //! `auto_order_jwks_*`
 //! (see [`Metrics::record_state`]), and the read cache through [`Metrics::record_cache_stats`].
 
@@ -257,6 +257,11 @@ impl Metrics {
                 gauge!("auto_order_replica_staleness_seconds").set(staleness.as_secs_f64());
             }
             gauge!("auto_order_sync_horizon_held").set(f64::from(u8::from(s.horizon_held)));
+            let holder_age = (s.horizon_held)
+                .then(|| s.horizon_holder.as_ref()?.transaction_age_s)
+                .flatten()
+                .unwrap_or(0.0);
+            gauge!("auto_order_sync_horizon_holder_age_seconds").set(holder_age);
             gauge!("auto_order_sync_primary_schema_newer")
                 .set(f64::from(u8::from(!s.primary_schema_newer.is_empty())));
             counter!("auto_order_sync_ignored_changes_total").absolute(s.ignored_changes);

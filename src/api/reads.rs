@@ -24,7 +24,8 @@ pub struct ReadRequest<'a> {
 }
 
 /// Answers a read of `table` (cache key part `what`) with `load`, which runs the query where
-/// it is told and returns the view.
+/// it is told and returns the view. Its span says where the answer came from.
+#[tracing::instrument(level = "debug", name = "read", skip_all, fields(table, source))]
 pub async fn cached_read<V, F, Fut>(
     state: &AppState,
     req: ReadRequest<'_>,
@@ -44,15 +45,19 @@ where
         state.config.read_your_writes_timeout,
     )
     .await?;
+    let span = tracing::Span::current();
     if from == ReadFrom::Primary {
+        span.record("source", "primary");
         let view = load(from).await?;
         return Ok(respond(&render(&view, 0)?, req.if_none_match));
     }
     // Key (generation) first, then the watermark, then the query: see `crate::cache`.
     let key = state.cache.key(table, req.owner, what);
     if let Some(hit) = state.cache.get(&key, req.token.0) {
+        span.record("source", "cache");
         return Ok(respond(&hit, req.if_none_match));
     }
+    span.record("source", "replica");
     let watermark = state.sync.watermark();
     let view = load(from).await?;
     let fresh = Arc::new(render(&view, watermark)?);

@@ -71,6 +71,12 @@ pub struct Create {
 /// Creates a row for `owner` in one statement and one round trip, claiming the key if there
 /// is one; a key used before by the same request replays that response (with its
 /// `Location` under `collection`, the path posted to).
+#[tracing::instrument(
+    level = "debug",
+    name = "primary.create",
+    skip_all,
+    fields(otel.kind = "client", db.system.name = "postgresql")
+)]
 pub async fn create_one(
     state: &AppState,
     create: &Create,
@@ -167,6 +173,12 @@ impl Drop for Locked {
 
 /// Begins an update of the caller's row `id` of `table` on `client`: `begin`, the locking
 /// read and the txid in one round trip. 404 (rolled back) when the caller has no such row.
+#[tracing::instrument(
+    level = "debug",
+    name = "primary.lock_for_update",
+    skip_all,
+    fields(otel.kind = "client", db.system.name = "postgresql")
+)]
 pub async fn lock_for_update(
     client: Object,
     table: &'static str,
@@ -207,6 +219,12 @@ pub async fn lock_for_update(
 /// written (the statement's `returning`; `None` when a condition of the statement's own
 /// left nothing to update, and then nothing was), the committed write and the connection
 /// (for [`settle`]).
+#[tracing::instrument(
+    level = "debug",
+    name = "primary.finish_update",
+    skip_all,
+    fields(otel.kind = "client", db.system.name = "postgresql")
+)]
 pub async fn finish_update(
     mut locked: Locked,
     update: &tokio_postgres::Statement,
@@ -258,6 +276,12 @@ pub async fn settle(
 /// Deletes the caller's row `id` of `table` in one statement and one round trip, and
 /// answers like any write; 404 when the caller has no such row. Returns the `X-Sync-Token`
 /// header.
+#[tracing::instrument(
+    level = "debug",
+    name = "primary.delete",
+    skip_all,
+    fields(otel.kind = "client", db.system.name = "postgresql")
+)]
 pub async fn delete_owned(
     state: &AppState,
     table: &'static str,

@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -28,15 +27,8 @@ pub(crate) struct Remote {
 impl Remote {
     pub(crate) fn new(url: String, data_dir: &Path, timeout: Duration) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("Failed to configure TLS for the JWKS client")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls =
+            crate::tls::client_config().context("Failed to configure TLS for the JWKS client")?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(timeout)
@@ -182,6 +174,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use axum::Router;

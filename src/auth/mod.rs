@@ -152,6 +152,12 @@ impl Authenticator {
     }
 
     /// Verifies a bearer token (without the `Bearer ` prefix).
+    #[tracing::instrument(
+        level = "debug",
+        name = "auth.verify",
+        skip_all,
+        fields(cached = false)
+    )]
     pub async fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
         self.inner.verifier.verify(&self.inner.jwks, token).await
     }
@@ -159,7 +165,12 @@ impl Authenticator {
     /// The user of a bearer token verified earlier and still cached, without waiting:
     /// `None` is a cache miss (call [`Self::verify`]), not a rejection.
     pub fn verify_cached(&self, token: &str) -> Option<AuthUser> {
-        self.inner.verifier.verify_cached(&self.inner.jwks, token)
+        let user = self.inner.verifier.verify_cached(&self.inner.jwks, token);
+        if user.is_some() {
+            // A hit is a span too, so that a trace shows where the request was authenticated.
+            let _hit = tracing::debug_span!("auth.verify", cached = true).entered();
+        }
+        user
     }
 
     /// Fetches the JWKS now (no-op in dev mode); returns whether it succeeded.

@@ -153,9 +153,10 @@ pub async fn fetch(state: &AppState, from: ReadFrom, select: Select) -> Result<V
     }
 }
 
+/// On a pooled replica reader on the blocking pool, in a span beneath the caller's.
 async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
     let readers = state.sync.replica().readers().clone();
-    let span = tracing::Span::current();
+    let span = tracing::debug_span!("replica.query", table = select.table.name);
     let (sql, params) = select.sqlite();
     let rows = tokio::task::spawn_blocking(move || {
         span.in_scope(|| -> anyhow::Result<Vec<Row>> {
@@ -177,6 +178,12 @@ async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, Api
     rows.map_err(|e| ApiError::Internal(e.context("Failed to read the replica")))
 }
 
+#[tracing::instrument(
+    level = "debug",
+    name = "primary.query",
+    skip_all,
+    fields(table = select.table.name, otel.kind = "client", db.system.name = "postgresql")
+)]
 async fn fetch_primary(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
     tracing::debug!(table = select.table.name, "read served by the primary");
     let client = state.primary.get_for_read().await?;

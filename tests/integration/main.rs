@@ -37,3 +37,4 @@ mod sync_ordering;
 mod sync_recovery;
 mod sync_resync;
 mod sync_schema;
+mod traces;

@@ -1,4 +1,5 @@
-//! One span per request (so every log line of the request carries its id) and one JSON log
+//! One span per request (so every log line of the request carries its id and trace id, and
+//! the trace exporter has its root, a child of the caller's `traceparent`) and one JSON log
 //! line per response: request id, method, matched route, status, `latency_ms`, region.
 //! Method and route are the bounded labels of [`crate::api::metrics`] (`other`,
 //! `unmatched`), in the log as in the metrics.
@@ -20,6 +21,7 @@ use tracing::Instrument;
 
 use super::BoxedResponse;
 use crate::api::metrics::{Metrics, method_label};
+use crate::telemetry::propagate;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -97,14 +99,32 @@ where
             request_id = %request_id_str,
             method,
             route = %route_str,
+            trace_id = tracing::field::Empty,
+            // For the trace exporter: the span's name and kind, and the HTTP conventions'
+            // attributes, from the same bounded labels.
+            otel.name = %format_args!("{method} {route_str}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            http.route = %route_str,
+            http.response.status_code = tracing::field::Empty,
         );
+        if let Some(trace_id) = propagate::adopt_parent(&span, req.headers()) {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
         // The inner layers' synchronous work belongs to the request's span as well.
-        let response = span.in_scope(|| self.inner.call(req)).instrument(span);
+        let response = span
+            .in_scope(|| self.inner.call(req))
+            .instrument(span.clone());
         let o = self.observe.clone();
         Box::pin(async move {
             let Ok(mut response) = response.await;
             let latency = started.elapsed();
             let status = response.status().as_u16();
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "error");
+            }
             let route = route.as_ref().map_or("unmatched", |m| m.as_str());
             let request_id = request_id
                 .as_ref()
@@ -116,6 +136,8 @@ where
             }
             let latency_ms = latency.as_secs_f64() * 1000.0;
             let region = o.region.as_deref().unwrap_or("");
+            // In the request's span: the line carries its trace id.
+            let _in_request = span.enter();
             if status >= 500 {
                 tracing::error!(target: "http", request_id, method, route, status, latency_ms, region, "request failed");
             } else if is_probe(route) {

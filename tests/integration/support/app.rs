@@ -53,7 +53,7 @@ impl TestApp {
             env.insert(k.to_string(), v.to_string());
         }
         if std::env::var_os("TEST_LOG").is_some() {
-            auto_order::telemetry::init("info");
+            let _ = auto_order::telemetry::init("info");
         }
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
         let app = Application::build(config).await.expect("build app");

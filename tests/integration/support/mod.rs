@@ -6,6 +6,7 @@ pub mod app;
 pub mod cluster;
 pub mod db;
 pub mod edge;
+pub mod otlp;
 pub mod relay;
 
 pub use api::{Api, count, send};

@@ -11,7 +11,7 @@
 //! pin it. Now a token past what the primary could have issued (the last horizon this
 //! edge saw, plus [`TOKEN_AHEAD_MARGIN`]) is refused with 400 before any waiting, and the
 //! reads that do fall back to the primary take a permit of their own
-//! ([`crate::db::Primary::get_for_read`]), so they never hold more than
+//! ([`crate::store::Primary::get_for_read`]), so they never hold more than
 //! `PRIMARY_READ_CONCURRENCY` of its connections.
 
 use std::time::Duration;

@@ -23,7 +23,7 @@ use crate::api::{self, AppState, Services};
 use crate::auth::Authenticator;
 use crate::cache::{ReadCache, run_invalidation};
 use crate::config::Config;
-use crate::db::Primary;
+use crate::store::{Primary, Store};
 
 /// Pooled read-only SQLite connections for the HTTP handlers.
 const REPLICA_READERS: u32 = 8;
@@ -81,11 +81,12 @@ impl Application {
             .context("Failed to start the token verifier")?;
         let primary = Primary::new(&connector, config.primary_read_concurrency)
             .context("Failed to set up the primary pool")?;
+        let store = Store::new(sync.replica().readers().clone(), primary);
         let state = AppState::new(Services {
             config: Arc::new(config),
             sync,
             auth,
-            primary,
+            store,
             cache: Arc::new(ReadCache::new()),
             resync_gate: Default::default(),
         });

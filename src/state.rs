@@ -1,5 +1,5 @@
 //! What every handler and layer can reach ([`AppState`]): the configuration, the sync
-//! engine's handle, the authenticator, the primary pool, the read cache. It sits below the
+//! engine's handle, the authenticator, the data layer (replica readers, primary pool), the read cache. It sits below the
 //! routes and the data layer, which both take it, and imports neither.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use axum::extract::FromRef;
 use crate::auth::Authenticator;
 use crate::cache::ReadCache;
 use crate::config::Config;
-use crate::db::Primary;
+use crate::store::Store;
 
 /// What every handler can reach: one `Arc`, so the clones axum makes for every layer and
 /// extractor of every request cost one atomic increment, not one per service (those shared
@@ -22,7 +22,8 @@ pub struct Services {
     pub config: Arc<Config>,
     pub sync: SyncHandle,
     pub auth: Authenticator,
-    pub primary: Primary,
+    /// The data layer: the replica's readers and the primary's pool.
+    pub store: Store,
     /// Rendered hot reads, invalidated by the sync engine's change events.
     pub cache: Arc<ReadCache>,
     /// The cooldown of forced resyncs.

@@ -188,7 +188,7 @@ async fn get_health_db(
     };
 
     let started = std::time::Instant::now();
-    let primary_ok = state.primary.probe().await;
+    let primary_ok = state.store.primary().probe().await;
     let primary = CheckView {
         ok: primary_ok,
         latency_ms: started.elapsed().as_millis() as u64,

@@ -25,8 +25,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::consistency::settle_write;
-use crate::db::db_error;
 use crate::error::ApiError;
+use crate::store::db_error;
 
 /// The header the key arrives in.
 pub const HEADER: &str = "Idempotency-Key";

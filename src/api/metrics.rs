@@ -229,7 +229,7 @@ impl Metrics {
     pub fn record_state(&self, state: &AppState) {
         let s = state.sync.status();
         let auth = state.auth.status();
-        let (pool_size, pool_available) = state.primary.pool_status();
+        let (pool_size, pool_available) = state.store.primary().pool_status();
         self.with(|| {
             gauge!("auto_order_replica_ready").set(f64::from(u8::from(s.ready)));
             // Replication lag: age of the newest applied change, and of the last pull.

@@ -20,7 +20,6 @@
 pub mod admin;
 pub mod extract;
 pub mod health;
-pub mod history;
 pub mod idempotency;
 mod metric_descriptions;
 pub mod metrics;

@@ -14,12 +14,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::history::product_history;
 use super::ready::ReplicaReady;
 use crate::auth::AuthUser;
 use crate::consistency::{SyncToken, read_from};
 use crate::error::ApiError;
 use crate::predict::{NoPrediction, Prediction, predict};
+use crate::store::history::product_history;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_prediction))
@@ -84,7 +84,7 @@ async fn get_prediction(
     // A malformed id names no product: 404, like another user's product.
     let product_id: Uuid = product_id.parse().map_err(|_| ApiError::NotFound)?;
     let from = read_from(&state.sync, token, state.config.read_your_writes_timeout).await?;
-    let history = product_history(&state, from, &user.sub, product_id)
+    let history = product_history(&state.store, from, &user.sub, product_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     let last_purchase_at = history.purchases.last().map(|p| p.at);

@@ -11,12 +11,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::history::all_histories;
 use super::ready::ReplicaReady;
 use crate::auth::AuthUser;
 use crate::consistency::{SyncToken, read_from};
 use crate::error::ApiError;
 use crate::predict::predict;
+use crate::store::history::all_histories;
 
 pub const DEFAULT_WITHIN_DAYS: u32 = 7;
 pub const MAX_WITHIN_DAYS: u32 = 365;
@@ -67,7 +67,7 @@ async fn list_reorders(
 ) -> Result<Json<ReordersView>, ApiError> {
     let within_days = within_days(query.as_deref())?;
     let from = read_from(&state.sync, token, state.config.read_your_writes_timeout).await?;
-    let histories = all_histories(&state, from, &user.sub).await?;
+    let histories = all_histories(&state.store, from, &user.sub).await?;
     let now = Utc::now();
     let horizon = now + ChronoDuration::days(i64::from(within_days));
     let mut items: Vec<ReorderView> = histories

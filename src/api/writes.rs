@@ -28,8 +28,8 @@ use tokio_postgres::types::ToSql;
 
 use super::AppState;
 use crate::consistency::settle_write;
-use crate::db::db_error;
 use crate::error::ApiError;
+use crate::store::db_error;
 
 /// A committed write whose replica wait is still to come (see [`settle`]).
 #[must_use = "a committed write is answered through `settle`"]
@@ -92,7 +92,7 @@ pub async fn create_one(
         view,
     } = *create;
     use crate::api::idempotency::{self, CLAIM_CTE, PRIOR_COLUMNS, PRIOR_CTE, Prior};
-    let client = state.primary.get().await?;
+    let client = state.store.primary().get().await?;
     // `insert` is one of the API's own statements, never client input.
     let statement = client
         .prepare_cached(&format!(
@@ -288,7 +288,7 @@ pub async fn delete_owned(
     id: &uuid::Uuid,
     owner: &str,
 ) -> Result<(&'static str, HeaderValue), ApiError> {
-    let client = state.primary.get().await?;
+    let client = state.store.primary().get().await?;
     // `table` is one of the API's own table names, never client input.
     let delete = client
         .prepare_cached(&format!(

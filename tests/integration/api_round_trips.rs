@@ -107,7 +107,7 @@ async fn an_update_dropped_midway_leaves_no_open_transaction_on_a_pooled_connect
         .unwrap()
         .get(0);
     let connector = auto_order_sync::PgConnector::from_url(&db.url).unwrap();
-    let primary = auto_order::db::Primary::new(&connector, 1).unwrap();
+    let primary = auto_order::store::Primary::new(&connector, 1).unwrap();
 
     // Act: an update locks the row, then its request is cancelled (the value dropped, as
     // a dropped handler future drops it) before it finishes.

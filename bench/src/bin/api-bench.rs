@@ -203,7 +203,7 @@ async fn run(url: &str, duration: Duration, concurrency: usize) -> anyhow::Resul
 
 async fn spawn_baselines(url: &str) -> anyhow::Result<String> {
     let connector = PgConnector::from_url(url).map_err(anyhow::Error::msg)?;
-    let pool = auto_order::db::Primary::new(&connector, 4)?;
+    let pool = auto_order::store::Primary::new(&connector, 4)?;
     let router = Router::new()
         .route("/pg/products/{id}", get(pg_product))
         .route("/pg/products", get(pg_products))
@@ -216,7 +216,7 @@ async fn spawn_baselines(url: &str) -> anyhow::Result<String> {
 }
 
 async fn pg_product(
-    State(pool): State<Arc<auto_order::db::Primary>>,
+    State(pool): State<Arc<auto_order::store::Primary>>,
     Path(id): Path<uuid::Uuid>,
 ) -> Json<Value> {
     let client = pool.get().await.expect("pool");
@@ -230,7 +230,7 @@ async fn pg_product(
     Json(row.get(0))
 }
 
-async fn pg_products(State(pool): State<Arc<auto_order::db::Primary>>) -> Json<Value> {
+async fn pg_products(State(pool): State<Arc<auto_order::store::Primary>>) -> Json<Value> {
     let client = pool.get().await.expect("pool");
     let stmt = client
         .prepare_cached(

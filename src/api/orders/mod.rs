@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::validate::{self, double_option, not_null};
 use crate::error::ApiError;
-use crate::read::Row;
+use crate::store::Row;
 
 pub const TABLE: &str = "orders";
 

@@ -14,7 +14,7 @@ use crate::api::reads::{ReadRequest, cached_read};
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;
 use crate::error::{ApiError, ErrorBody};
-use crate::read::{self, Filter, Select};
+use crate::store::{Filter, Select};
 
 /// The caller's orders, most recently placed first, a page at a time.
 #[utoipa::path(get, path = "/orders", tag = "orders",
@@ -67,7 +67,7 @@ pub async fn list_orders(
     };
     let state_ref = &state;
     cached_read(&state, request, TABLE, what, move |from| async move {
-        let rows = read::fetch(state_ref, from, select).await?;
+        let rows = state_ref.store.fetch(from, select).await?;
         let views = rows.iter().map(OrderView::from_row).collect();
         let page = paging::page(views, limit, |o: &OrderView| {
             (o.ordered_at.as_str(), o.id.as_str())
@@ -122,7 +122,7 @@ pub async fn get_order(
         TABLE,
         format!("get|{id}"),
         move |from| async move {
-            let rows = read::fetch(state_ref, from, select).await?;
+            let rows = state_ref.store.fetch(from, select).await?;
             let row = rows.first().ok_or(ApiError::NotFound)?;
             Ok(OrderView::from_row(row))
         },

@@ -14,9 +14,9 @@ use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
 use crate::api::idempotency;
 use crate::api::writes;
 use crate::auth::AuthUser;
-use crate::db::db_error;
 use crate::error::{ApiError, ErrorBody};
-use crate::read::Row;
+use crate::store::Row;
+use crate::store::db_error;
 
 /// Records a purchase of one of the caller's products.
 #[utoipa::path(post, path = "/orders", tag = "orders",
@@ -118,9 +118,10 @@ pub async fn update_order(
 ) -> Result<Response, ApiError> {
     let patch = body.value;
     patch.check()?;
-    let client = state.primary.get().await?;
+    let client = state.store.primary().get().await?;
     let locked = writes::lock_for_update(client, TABLE, &id, &user.sub).await?;
     let fields = match Row::from_json(&ORDERS, &locked.current)
+        .map_err(ApiError::from)
         .and_then(|current| patch.apply(&OrderView::from_row(&current)))
     {
         Ok(fields) => fields,

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::validate::{self, double_option, not_null};
 use crate::error::ApiError;
-use crate::read::Row;
+use crate::store::Row;
 
 pub const TABLE: &str = "products";
 

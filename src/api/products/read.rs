@@ -13,7 +13,7 @@ use crate::api::reads::{ReadRequest, cached_read};
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;
 use crate::error::{ApiError, ErrorBody};
-use crate::read::{self, Filter, Select};
+use crate::store::{Filter, Select};
 
 /// The caller's products, newest first, a page at a time.
 #[utoipa::path(get, path = "/products", tag = "products",
@@ -43,7 +43,7 @@ pub async fn list_products(
     let mut filters = vec![Filter::Eq("owner_id", user.sub.clone())];
     if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
         crate::api::validate::storable("q", q)?;
-        filters.push(Filter::Contains("name", crate::read::fold_case(q)));
+        filters.push(Filter::Contains("name", crate::store::fold_case(q)));
     }
     let what = format!("list|{limit}|{:?}|{:?}", after, query.q);
     let select = Select {
@@ -60,7 +60,7 @@ pub async fn list_products(
     };
     let state_ref = &state;
     cached_read(&state, request, TABLE, what, move |from| async move {
-        let rows = read::fetch(state_ref, from, select).await?;
+        let rows = state_ref.store.fetch(from, select).await?;
         let views = rows.iter().map(ProductView::from_row).collect();
         let page = paging::page(views, limit, |p: &ProductView| {
             (p.created_at.as_str(), p.id.as_str())
@@ -115,7 +115,7 @@ pub async fn get_product(
         TABLE,
         format!("get|{id}"),
         move |from| async move {
-            let rows = read::fetch(state_ref, from, select).await?;
+            let rows = state_ref.store.fetch(from, select).await?;
             let row = rows.first().ok_or(ApiError::NotFound)?;
             Ok(ProductView::from_row(row))
         },

@@ -13,9 +13,9 @@ use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
 use crate::api::idempotency;
 use crate::api::writes;
 use crate::auth::AuthUser;
-use crate::db::db_error;
 use crate::error::{ApiError, ErrorBody};
-use crate::read::Row;
+use crate::store::Row;
+use crate::store::db_error;
 
 /// Creates a product for the caller.
 #[utoipa::path(post, path = "/products", tag = "products",
@@ -115,9 +115,10 @@ pub async fn update_product(
     let patch = body.value;
     // Checks that need no row (a null name, a zero quantity) fail before the primary.
     patch.clone().apply(&placeholder())?;
-    let client = state.primary.get().await?;
+    let client = state.store.primary().get().await?;
     let locked = writes::lock_for_update(client, TABLE, &id, &user.sub).await?;
     let fields = match Row::from_json(&PRODUCTS, &locked.current)
+        .map_err(ApiError::from)
         .and_then(|current| patch.apply(&ProductView::from_row(&current)))
     {
         Ok(fields) => fields,

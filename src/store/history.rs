@@ -17,10 +17,8 @@ use auto_order_sync::rusqlite::{self, OptionalExtension, params};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::AppState;
+use super::{Store, StoreError};
 use crate::consistency::ReadFrom;
-use crate::db::db_error;
-use crate::error::ApiError;
 use crate::predict::Purchase;
 
 /// Purchases per product a prediction reads: the newest ones (the rate is then the recent
@@ -41,57 +39,45 @@ pub struct ProductHistory {
 
 /// One product of `owner` with its history; `None` if it does not exist or is not theirs.
 pub async fn product_history(
-    state: &AppState,
+    store: &Store,
     from: ReadFrom,
     owner: &str,
     product_id: Uuid,
-) -> Result<Option<ProductHistory>, ApiError> {
+) -> Result<Option<ProductHistory>, StoreError> {
     let mut all = match from {
         ReadFrom::Replica => {
             let owner = owner.to_owned();
-            replica_read(state, move |conn| {
-                replica_histories(conn, &owner, Some(product_id))
-            })
-            .await?
+            store
+                .replica_read(span(), move |conn| {
+                    replica_histories(conn, &owner, Some(product_id))
+                })
+                .await?
         }
-        ReadFrom::Primary => primary_histories(state, owner, Some(product_id)).await?,
+        ReadFrom::Primary => primary_histories(store, owner, Some(product_id)).await?,
     };
     Ok(all.pop())
 }
 
 /// Every product of `owner` with its history.
 pub async fn all_histories(
-    state: &AppState,
+    store: &Store,
     from: ReadFrom,
     owner: &str,
-) -> Result<Vec<ProductHistory>, ApiError> {
+) -> Result<Vec<ProductHistory>, StoreError> {
     match from {
         ReadFrom::Replica => {
             let owner = owner.to_owned();
-            replica_read(state, move |conn| replica_histories(conn, &owner, None)).await
+            store
+                .replica_read(span(), move |conn| replica_histories(conn, &owner, None))
+                .await
         }
-        ReadFrom::Primary => primary_histories(state, owner, None).await,
+        ReadFrom::Primary => primary_histories(store, owner, None).await,
     }
 }
 
-/// Runs `f` on a pooled replica reader on the blocking pool, in a span of its own beneath
-/// the caller's.
-async fn replica_read<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
-{
-    let readers = state.sync.replica().readers().clone();
-    let span = tracing::debug_span!("replica.query", table = "history");
-    tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
-            let mut conn = readers.get().context("Failed to get a replica reader")?;
-            f(&mut conn)
-        })
-    })
-    .await
-    .context("replica read task failed")?
-    .map_err(ApiError::Internal)
+/// The span of a replica read of histories, beneath the caller's.
+fn span() -> tracing::Span {
+    tracing::debug_span!("replica.query", table = "history")
 }
 
 /// Products (one, or all up to [`MAX_PRODUCTS`]) of `owner` and their newest orders, in
@@ -170,26 +156,24 @@ fn replica_histories(
     fields(table = "history", otel.kind = "client", db.system.name = "postgresql")
 )]
 async fn primary_histories(
-    state: &AppState,
+    store: &Store,
     owner: &str,
     only: Option<Uuid>,
-) -> Result<Vec<ProductHistory>, ApiError> {
-    let mut client = state.primary.get_for_read().await?;
+) -> Result<Vec<ProductHistory>, StoreError> {
+    let mut client = store.primary().get_for_read().await?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
-        .await
-        .map_err(db_error)?;
+        .await?;
     let products = tx
         .query(
             "select id, name, reorder_quantity from products \
              where owner_id = $1 and ($2::uuid is null or id = $2) order by id limit $3",
             &[&owner, &only, &MAX_PRODUCTS],
         )
-        .await
-        .map_err(db_error)?;
+        .await?;
     // The same rows as the replica reads: each product's newest purchases.
     let orders = tx
         .query(
@@ -204,9 +188,8 @@ async fn primary_histories(
               order by o.ordered_at, o.id",
             &[&owner, &only, &MAX_PRODUCTS, &MAX_PURCHASES_PER_PRODUCT],
         )
-        .await
-        .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
+        .await?;
+    tx.commit().await?;
 
     let mut histories: Vec<ProductHistory> = products
         .iter()

@@ -4,7 +4,7 @@
 use auto_order_sync::catalog::Table;
 use auto_order_sync::rusqlite::types::Value;
 
-use crate::error::ApiError;
+use super::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct Row(Vec<Value>);
@@ -15,10 +15,10 @@ impl Row {
     }
 
     /// Decodes a Postgres `to_jsonb(row)` image into the replica's form.
-    pub fn from_json(table: &Table, json: &str) -> Result<Row, ApiError> {
+    pub fn from_json(table: &Table, json: &str) -> Result<Row, StoreError> {
         auto_order_sync::decode::row_from_json(table, json)
             .map(Row)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("decoding a primary row: {e}")))
+            .map_err(|e| StoreError::Decode(anyhow::anyhow!("{e}")))
     }
 
     pub fn text(&self, i: usize) -> String {

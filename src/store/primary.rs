@@ -1,5 +1,5 @@
-//! Writes go to the primary: a small pool of Postgres connections, and the mapping of
-//! Postgres failures to API errors.
+//! The primary: a small pool of Postgres connections for writes and primary-fallback reads,
+//! and the mapping of Postgres failures to API errors ([`db_error`]).
 //!
 //! Every write runs in one transaction and reads its own txid before committing: that txid
 //! is the sync token the client gets back (read-your-writes, see [`crate::consistency`]).
@@ -19,6 +19,7 @@ use tokio_postgres::error::SqlState;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::StoreError;
 use crate::error::ApiError;
 
 /// Connections kept to the primary for writes and primary-fallback reads.
@@ -87,14 +88,14 @@ impl Primary {
 
     /// A pooled connection for a read, within the read budget: 503 when the budget stays
     /// taken for [`READ_PERMIT_WAIT`] or the primary cannot be reached.
-    pub async fn get_for_read(&self) -> Result<ReadConnection, ApiError> {
+    pub async fn get_for_read(&self) -> Result<ReadConnection, StoreError> {
         let permit = tokio::time::timeout(READ_PERMIT_WAIT, self.reads.clone().acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| {
                 tracing::warn!("primary read budget exhausted");
-                ApiError::primary_unavailable()
+                StoreError::PrimaryUnavailable
             })?;
         Ok(ReadConnection {
             client: self.get().await?,
@@ -117,10 +118,10 @@ impl Primary {
     }
 
     /// A pooled connection, or 503 when the primary cannot be reached.
-    pub async fn get(&self) -> Result<Object, ApiError> {
+    pub async fn get(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| {
             tracing::warn!(error = %e, "primary connection unavailable");
-            ApiError::primary_unavailable()
+            StoreError::PrimaryUnavailable
         })
     }
 

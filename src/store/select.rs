@@ -1,26 +1,18 @@
-//! The read layer: one [`Select`] over a replicated table, answered by the SQLite replica
-//! (on a blocking thread, carrying the request's span) or, when a client's sync token is
-//! not applied yet, by the primary. Both return rows as the replica stores them (catalog
+//! One [`Select`] over a replicated table, answered by the SQLite replica (on a blocking
+//! thread, in a span beneath the request's) or, when a client's sync token is not applied
+//! yet, by the primary. Both return rows as the replica stores them (catalog
 //! column order, canonical values), so handlers have one mapping to their views.
 //!
 //! # Layout
 //! - [`Select`] / [`Filter`]: the query, rendered to SQLite (`?n`) or Postgres (`$n`, typed
 //!   casts, `to_jsonb(row)` decoded by [`auto_order_sync::decode::row_from_json`]).
-//! - [`fetch`]: runs it where [`ReadFrom`] says.
-//! - [`Row`]: typed access to one row's columns.
-
-mod row;
-
-pub use row::Row;
+//! - [`Store::fetch`]: runs it where [`crate::consistency::ReadFrom`] says.
 
 use auto_order_sync::catalog::{ColumnKind, Table};
 use auto_order_sync::rusqlite;
 use tokio_postgres::types::ToSql;
 
-use crate::consistency::ReadFrom;
-use crate::db::db_error;
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::{Row, Store, StoreError};
 
 /// A condition on one column; every value is passed as text (timestamps in canonical form).
 #[derive(Debug, Clone)]
@@ -145,22 +137,12 @@ impl Select {
     }
 }
 
-/// Runs `select` against the replica or the primary.
-pub async fn fetch(state: &AppState, from: ReadFrom, select: Select) -> Result<Vec<Row>, ApiError> {
-    match from {
-        ReadFrom::Replica => fetch_replica(state, select).await,
-        ReadFrom::Primary => fetch_primary(state, select).await,
-    }
-}
-
-/// On a pooled replica reader on the blocking pool, in a span beneath the caller's.
-async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
-    let readers = state.sync.replica().readers().clone();
+/// On a pooled replica reader, through [`Store::replica_read`].
+pub(super) async fn fetch_replica(store: &Store, select: Select) -> Result<Vec<Row>, StoreError> {
     let span = tracing::debug_span!("replica.query", table = select.table.name);
     let (sql, params) = select.sqlite();
-    let rows = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| -> anyhow::Result<Vec<Row>> {
-            let conn = readers.get()?;
+    store
+        .replica_read(span, move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let width = select.table.columns.len();
             let rows = stmt
@@ -172,10 +154,7 @@ async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, Api
                 .collect::<rusqlite::Result<Vec<Vec<_>>>>()?;
             Ok(rows.into_iter().map(Row::new).collect())
         })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("replica read task failed: {e}")))?;
-    rows.map_err(|e| ApiError::Internal(e.context("Failed to read the replica")))
+        .await
 }
 
 #[tracing::instrument(
@@ -184,13 +163,13 @@ async fn fetch_replica(state: &AppState, select: Select) -> Result<Vec<Row>, Api
     skip_all,
     fields(table = select.table.name, otel.kind = "client", db.system.name = "postgresql")
 )]
-async fn fetch_primary(state: &AppState, select: Select) -> Result<Vec<Row>, ApiError> {
+pub(super) async fn fetch_primary(store: &Store, select: Select) -> Result<Vec<Row>, StoreError> {
     tracing::debug!(table = select.table.name, "read served by the primary");
-    let client = state.primary.get_for_read().await?;
+    let client = store.primary().get_for_read().await?;
     let (sql, params) = select.postgres();
-    let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
+    let stmt = client.prepare_cached(&sql).await?;
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-    let rows = client.query(&stmt, &refs).await.map_err(db_error)?;
+    let rows = client.query(&stmt, &refs).await?;
     rows.iter()
         .map(|r| Row::from_json(select.table, r.get::<_, &str>(0)))
         .collect()

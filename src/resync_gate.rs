@@ -30,18 +30,21 @@ pub enum Decision {
 impl ResyncGate {
     pub fn decide(&self, status: &SyncStatus, cooldown: Duration, now: Instant) -> Decision {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if status.phase == Phase::Resyncing {
-            return Decision::Join;
-        }
+        // The count first: the engine counts a resync before it leaves the resyncing phase,
+        // and a forced one that is done must not be "joined".
         if let Some(forced) = &*last {
             let since = now.saturating_duration_since(forced.at);
             if since < cooldown {
-                return if status.resyncs == forced.resyncs_before {
-                    Decision::Join
-                } else {
+                return if status.resyncs > forced.resyncs_before {
                     Decision::TooSoon(cooldown - since)
+                } else {
+                    Decision::Join
                 };
             }
+        }
+        if status.phase == Phase::Resyncing {
+            // One the engine started by itself (a pruned history, a fork): join it.
+            return Decision::Join;
         }
         *last = Some(Forced {
             at: now,
@@ -73,6 +76,7 @@ mod tests {
         let first = gate.decide(&status(Phase::Streaming, 1), COOLDOWN, t0);
         let pending = gate.decide(&status(Phase::Streaming, 1), COOLDOWN, t0);
         let running = gate.decide(&status(Phase::Resyncing, 1), COOLDOWN, t0);
+        let counted = gate.decide(&status(Phase::Resyncing, 2), COOLDOWN, t0);
         let done = gate.decide(
             &status(Phase::Streaming, 2),
             COOLDOWN,
@@ -83,7 +87,19 @@ mod tests {
         assert_eq!(first, Decision::Start);
         assert_eq!(pending, Decision::Join);
         assert_eq!(running, Decision::Join);
+        assert_eq!(
+            counted,
+            Decision::TooSoon(COOLDOWN),
+            "counted, still in its phase"
+        );
         assert_eq!(done, Decision::TooSoon(Duration::from_secs(240)));
         assert_eq!(later, Decision::Start);
+    }
+
+    #[test]
+    fn a_resync_the_engine_started_by_itself_is_joined() {
+        let gate = ResyncGate::default();
+        let decision = gate.decide(&status(Phase::Resyncing, 3), COOLDOWN, Instant::now());
+        assert_eq!(decision, Decision::Join);
     }
 }

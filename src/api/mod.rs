@@ -34,6 +34,7 @@ mod proptests;
 pub mod reads;
 pub mod ready;
 pub mod reorders;
+pub mod resource;
 pub mod validate;
 pub mod writes;
 

@@ -152,7 +152,10 @@ pub(super) async fn fetch_replica(store: &Store, select: Select) -> Result<Vec<R
                         .collect()
                 })?
                 .collect::<rusqlite::Result<Vec<Vec<_>>>>()?;
-            Ok(rows.into_iter().map(Row::new).collect())
+            Ok(rows
+                .into_iter()
+                .map(|values| Row::new(select.table, values))
+                .collect())
         })
         .await
 }

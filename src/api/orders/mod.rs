@@ -16,8 +16,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::validate::{self, double_option, not_null};
+use crate::api::resource::Resource;
 use crate::error::ApiError;
 use crate::store::Row;
+use auto_order_sync::catalog::{ORDERS, Table};
 
 pub const TABLE: &str = "orders";
 
@@ -57,19 +59,36 @@ pub struct OrderView {
 }
 
 impl OrderView {
-    /// From a row in catalog order (`auto_order_sync::catalog::ORDERS`).
+    /// From a row of `orders` (columns by name).
     pub fn from_row(row: &Row) -> OrderView {
         OrderView {
-            id: row.text(0),
-            product_id: row.text(2),
-            quantity: row.int(3),
-            unit_price_cents: row.opt_int(4),
-            currency: row.opt_text(5),
-            ordered_at: row.text(6),
-            created_at: row.text(7),
-            updated_at: row.text(8),
-            version: row.int(9),
+            id: row.text("id"),
+            product_id: row.text("product_id"),
+            quantity: row.int("quantity"),
+            unit_price_cents: row.opt_int("unit_price_cents"),
+            currency: row.opt_text("currency"),
+            ordered_at: row.text("ordered_at"),
+            created_at: row.text("created_at"),
+            updated_at: row.text("updated_at"),
+            version: row.int("version"),
         }
+    }
+}
+
+/// The resource: its table, order and view (see [`crate::api::resource`]).
+pub struct Orders;
+
+impl Resource for Orders {
+    const TABLE: &'static Table = &ORDERS;
+    const ORDER_BY: &'static str = "ordered_at";
+    type View = OrderView;
+
+    fn view(row: &Row) -> OrderView {
+        OrderView::from_row(row)
+    }
+
+    fn order_key(view: &OrderView) -> (&str, &str) {
+        (view.ordered_at.as_str(), view.id.as_str())
     }
 }
 

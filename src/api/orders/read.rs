@@ -1,20 +1,19 @@
 //! `GET /api/orders` and `GET /api/orders/{id}`: from the replica (or the primary for a sync
 //! token the replica has not reached), through the read cache, with an `ETag`.
 
-use auto_order_sync::catalog::ORDERS;
 use axum::extract::State;
 use axum::response::Response;
 use uuid::Uuid;
 
-use super::{ListOrders, OrderView, TABLE, query_time};
+use super::{ListOrders, OrderView, Orders, query_time};
 use crate::api::AppState;
 use crate::api::extract::{ApiQuery, IfNoneMatch, RowId};
-use crate::api::paging::{self, Page};
-use crate::api::reads::{ReadRequest, cached_read};
+use crate::api::paging::Page;
+use crate::api::resource::{self, Asked};
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Filter, Select};
+use crate::store::Filter;
 
 /// The caller's orders, most recently placed first, a page at a time.
 #[utoipa::path(get, path = "/orders", tag = "orders",
@@ -39,9 +38,7 @@ pub async fn list_orders(
     if_none_match: IfNoneMatch,
     ApiQuery(query): ApiQuery<ListOrders>,
 ) -> Result<Response, ApiError> {
-    let limit = paging::limit(query.limit)?;
-    let after = paging::decode_cursor(query.cursor.as_deref())?;
-    let mut filters = vec![Filter::Eq("owner_id", user.sub.clone())];
+    let mut filters = Vec::new();
     if let Some(p) = &query.product_id {
         let p = Uuid::parse_str(p).map_err(|_| ApiError::invalid("product_id", "not a UUID"))?;
         filters.push(Filter::Eq("product_id", p.hyphenated().to_string()));
@@ -52,29 +49,12 @@ pub async fn list_orders(
     if let Some(to) = &query.to {
         filters.push(Filter::Before("ordered_at", query_time("to", to)?));
     }
-    let what = format!("list|{limit}|{after:?}|{filters:?}");
-    let select = Select {
-        table: &ORDERS,
-        filters,
-        order_by: "ordered_at",
-        after,
-        limit: limit + 1,
-    };
-    let request = ReadRequest {
-        owner: &user.sub,
+    let asked = Asked {
+        user: &user,
         token,
         if_none_match: &if_none_match,
     };
-    let state_ref = &state;
-    cached_read(&state, request, TABLE, what, move |from| async move {
-        let rows = state_ref.store.fetch(from, select).await?;
-        let views = rows.iter().map(OrderView::from_row).collect();
-        let page = paging::page(views, limit, |o: &OrderView| {
-            (o.ordered_at.as_str(), o.id.as_str())
-        });
-        Ok(page)
-    })
-    .await
+    resource::list::<Orders>(&state, asked, query.limit, query.cursor.as_deref(), filters).await
 }
 
 /// One of the caller's orders.
@@ -100,32 +80,10 @@ pub async fn get_order(
     if_none_match: IfNoneMatch,
     RowId(id): RowId,
 ) -> Result<Response, ApiError> {
-    let select = Select {
-        table: &ORDERS,
-        filters: vec![
-            Filter::Eq("id", id.hyphenated().to_string()),
-            Filter::Eq("owner_id", user.sub.clone()),
-        ],
-        order_by: "ordered_at",
-        after: None,
-        limit: 1,
-    };
-    let request = ReadRequest {
-        owner: &user.sub,
+    let asked = Asked {
+        user: &user,
         token,
         if_none_match: &if_none_match,
     };
-    let state_ref = &state;
-    cached_read(
-        &state,
-        request,
-        TABLE,
-        format!("get|{id}"),
-        move |from| async move {
-            let rows = state_ref.store.fetch(from, select).await?;
-            let row = rows.first().ok_or(ApiError::NotFound)?;
-            Ok(OrderView::from_row(row))
-        },
-    )
-    .await
+    resource::get_one::<Orders>(&state, asked, id).await
 }

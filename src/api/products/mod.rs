@@ -14,8 +14,10 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::validate::{self, double_option, not_null};
+use crate::api::resource::Resource;
 use crate::error::ApiError;
 use crate::store::Row;
+use auto_order_sync::catalog::{PRODUCTS, Table};
 
 pub const TABLE: &str = "products";
 
@@ -50,19 +52,36 @@ pub struct ProductView {
 }
 
 impl ProductView {
-    /// From a row in catalog order (`auto_order_sync::catalog::PRODUCTS`).
+    /// From a row of `products` (columns by name).
     pub fn from_row(row: &Row) -> ProductView {
         ProductView {
-            id: row.text(0),
-            name: row.text(2),
-            unit: row.opt_text(3),
-            reorder_quantity: row.int(4),
-            price_cents: row.opt_int(5),
-            notes: row.opt_text(6),
-            created_at: row.text(7),
-            updated_at: row.text(8),
-            version: row.int(9),
+            id: row.text("id"),
+            name: row.text("name"),
+            unit: row.opt_text("unit"),
+            reorder_quantity: row.int("reorder_quantity"),
+            price_cents: row.opt_int("price_cents"),
+            notes: row.opt_text("notes"),
+            created_at: row.text("created_at"),
+            updated_at: row.text("updated_at"),
+            version: row.int("version"),
         }
+    }
+}
+
+/// The resource: its table, order and view (see [`crate::api::resource`]).
+pub struct Products;
+
+impl Resource for Products {
+    const TABLE: &'static Table = &PRODUCTS;
+    const ORDER_BY: &'static str = "created_at";
+    type View = ProductView;
+
+    fn view(row: &Row) -> ProductView {
+        ProductView::from_row(row)
+    }
+
+    fn order_key(view: &ProductView) -> (&str, &str) {
+        (view.created_at.as_str(), view.id.as_str())
     }
 }
 

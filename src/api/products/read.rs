@@ -1,19 +1,18 @@
 //! `GET /api/products` and `GET /api/products/{id}`: from the replica (or the primary for a
 //! sync token the replica has not reached), through the read cache, with an `ETag`.
 
-use auto_order_sync::catalog::PRODUCTS;
 use axum::extract::State;
 use axum::response::Response;
 
-use super::{ListProducts, ProductView, TABLE};
+use super::{ListProducts, ProductView, Products};
 use crate::api::AppState;
 use crate::api::extract::{ApiQuery, IfNoneMatch, RowId};
-use crate::api::paging::{self, Page};
-use crate::api::reads::{ReadRequest, cached_read};
+use crate::api::paging::Page;
+use crate::api::resource::{self, Asked};
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;
 use crate::error::{ApiError, ErrorBody};
-use crate::store::{Filter, Select};
+use crate::store::Filter;
 
 /// The caller's products, newest first, a page at a time.
 #[utoipa::path(get, path = "/products", tag = "products",
@@ -38,36 +37,17 @@ pub async fn list_products(
     if_none_match: IfNoneMatch,
     ApiQuery(query): ApiQuery<ListProducts>,
 ) -> Result<Response, ApiError> {
-    let limit = paging::limit(query.limit)?;
-    let after = paging::decode_cursor(query.cursor.as_deref())?;
-    let mut filters = vec![Filter::Eq("owner_id", user.sub.clone())];
+    let mut filters = Vec::new();
     if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
         crate::api::validate::storable("q", q)?;
         filters.push(Filter::Contains("name", crate::store::fold_case(q)));
     }
-    let what = format!("list|{limit}|{:?}|{:?}", after, query.q);
-    let select = Select {
-        table: &PRODUCTS,
-        filters,
-        order_by: "created_at",
-        after,
-        limit: limit + 1,
-    };
-    let request = ReadRequest {
-        owner: &user.sub,
+    let asked = Asked {
+        user: &user,
         token,
         if_none_match: &if_none_match,
     };
-    let state_ref = &state;
-    cached_read(&state, request, TABLE, what, move |from| async move {
-        let rows = state_ref.store.fetch(from, select).await?;
-        let views = rows.iter().map(ProductView::from_row).collect();
-        let page = paging::page(views, limit, |p: &ProductView| {
-            (p.created_at.as_str(), p.id.as_str())
-        });
-        Ok(page)
-    })
-    .await
+    resource::list::<Products>(&state, asked, query.limit, query.cursor.as_deref(), filters).await
 }
 
 /// One of the caller's products.
@@ -93,32 +73,10 @@ pub async fn get_product(
     if_none_match: IfNoneMatch,
     RowId(id): RowId,
 ) -> Result<Response, ApiError> {
-    let select = Select {
-        table: &PRODUCTS,
-        filters: vec![
-            Filter::Eq("id", id.hyphenated().to_string()),
-            Filter::Eq("owner_id", user.sub.clone()),
-        ],
-        order_by: "created_at",
-        after: None,
-        limit: 1,
-    };
-    let request = ReadRequest {
-        owner: &user.sub,
+    let asked = Asked {
+        user: &user,
         token,
         if_none_match: &if_none_match,
     };
-    let state_ref = &state;
-    cached_read(
-        &state,
-        request,
-        TABLE,
-        format!("get|{id}"),
-        move |from| async move {
-            let rows = state_ref.store.fetch(from, select).await?;
-            let row = rows.first().ok_or(ApiError::NotFound)?;
-            Ok(ProductView::from_row(row))
-        },
-    )
-    .await
+    resource::get_one::<Products>(&state, asked, id).await
 }

@@ -188,6 +188,8 @@ pub async fn delete_product(
 ) -> Result<Response, ApiError> {
     let token = writes::delete_owned(&state, TABLE, &id, &user.sub).await?;
     // The product's orders went with it (on delete cascade).
-    state.cache.invalidate(crate::api::orders::TABLE, &user.sub);
+    state
+        .cache
+        .invalidate(auto_order_sync::catalog::ORDERS.name, &user.sub);
     Ok((StatusCode::NO_CONTENT, [token]).into_response())
 }

@@ -1,21 +1,24 @@
-//! What the resources share on the read side: a resource states its table, its keyset
-//! order and its view ([`Resource`]); reading one by id and reading a page, through the
-//! read cache, from the replica or the primary, is written once here. The write side shares
-//! [`super::writes`].
+//! What the resources share: a resource states its table, its keyset order and its view
+//! ([`Resource`]); reading one by id and reading a page (through the read cache, from the
+//! replica or the primary) and updating one (lock, validate the patch against the current
+//! row, write, settle) are written once here, on [`super::writes`]' round trips.
 
 use auto_order_sync::catalog::Table;
-use axum::response::Response;
+use axum::Json;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::AppState;
 use super::extract::IfNoneMatch;
 use super::paging;
 use super::reads::{ReadRequest, cached_read};
+use super::writes;
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;
 use crate::error::ApiError;
-use crate::store::{Filter, Row, Select};
+use crate::store::{Filter, Row, Select, db_error};
 
 /// A replicated table served as a resource of its owner's.
 pub trait Resource {
@@ -112,4 +115,52 @@ pub async fn list<R: Resource>(
         },
     )
     .await
+}
+
+/// A write's parameters: borrowed from the fields it writes.
+pub type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+/// How an update of one resource is done: its statement and what it answers when the
+/// statement writes nothing.
+pub struct Update<F> {
+    /// `update … where id = $1 and owner_id = $2 [and …] returning to_jsonb(<table>.*)::text`;
+    /// the fields' parameters are `$3` on.
+    pub sql: &'static str,
+    pub params: for<'a> fn(&'a F) -> Params<'a>,
+    /// The answer when the row, locked and the caller's, was still not written: a condition
+    /// of the statement's own failed.
+    pub nothing_written: fn() -> ApiError,
+}
+
+/// Updates the caller's row `id`: locks it, turns it into the fields to write with `apply`
+/// (the patch validated against the current row), writes them and answers the row as
+/// written, with its `X-Sync-Token`. Two round trips to the primary.
+pub async fn update<R: Resource, F>(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    apply: impl FnOnce(&R::View) -> Result<F, ApiError>,
+    how: Update<F>,
+) -> Result<Response, ApiError> {
+    let client = state.store.primary().get().await?;
+    let locked = writes::lock_for_update(client, R::TABLE.name, &id, &user.sub).await?;
+    let fields = match Row::from_json(R::TABLE, &locked.current)
+        .map_err(ApiError::from)
+        .and_then(|current| apply(&R::view(&current)))
+    {
+        Ok(fields) => fields,
+        Err(e) => return Err(writes::abort(locked, e).await),
+    };
+    let statement = match locked.client().prepare_cached(how.sql).await {
+        Ok(statement) => statement,
+        Err(e) => return Err(writes::abort(locked, db_error(e)).await),
+    };
+    let mut params: Params<'_> = vec![&id, &user.sub];
+    params.extend((how.params)(&fields));
+    let (written, committed, client) = writes::finish_update(locked, &statement, &params)
+        .await?
+        .ok_or_else(how.nothing_written)?;
+    let view = R::view(&Row::from_json(R::TABLE, written.get(0))?);
+    let token = writes::settle(state, client, committed, R::TABLE.name, &user.sub).await;
+    Ok(([token], Json(view)).into_response())
 }

@@ -8,15 +8,15 @@ use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{NewOrder, OrderPatch, OrderView, TABLE};
+use super::{NewOrder, OrderFields, OrderPatch, OrderView, Orders, TABLE};
 use crate::api::AppState;
 use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
 use crate::api::idempotency;
+use crate::api::resource::{self, Update};
 use crate::api::writes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Row;
-use crate::store::db_error;
 
 /// Records a purchase of one of the caller's products.
 #[utoipa::path(post, path = "/orders", tag = "orders",
@@ -118,48 +118,28 @@ pub async fn update_order(
 ) -> Result<Response, ApiError> {
     let patch = body.value;
     patch.check()?;
-    let client = state.store.primary().get().await?;
-    let locked = writes::lock_for_update(client, TABLE, &id, &user.sub).await?;
-    let fields = match Row::from_json(&ORDERS, &locked.current)
-        .map_err(ApiError::from)
-        .and_then(|current| patch.apply(&OrderView::from_row(&current)))
-    {
-        Ok(fields) => fields,
-        Err(e) => return Err(writes::abort(locked, e).await),
+    let how = Update {
+        // The product must be the caller's (checked even when unchanged: the same index
+        // lookup), and is held until the commit.
+        sql: "update orders
+                 set product_id = $3, quantity = $4, unit_price_cents = $5, currency = $6,
+                     ordered_at = $7, updated_at = now()
+               where id = $1 and owner_id = $2
+                 and exists (select 1 from products where id = $3 and owner_id = $2 for share)
+              returning to_jsonb(orders.*)::text",
+        params: |f: &OrderFields| {
+            vec![
+                &f.product_id,
+                &f.quantity,
+                &f.unit_price_cents,
+                &f.currency,
+                &f.ordered_at,
+            ]
+        },
+        // The order is locked, so nothing written means the product check failed.
+        nothing_written: no_such_product,
     };
-    // The product must be the caller's (checked even when unchanged: the same index
-    // lookup), and is held until the commit.
-    let update = match locked
-        .client()
-        .prepare_cached(
-            "update orders
-                set product_id = $3, quantity = $4, unit_price_cents = $5, currency = $6,
-                    ordered_at = $7, updated_at = now()
-              where id = $1 and owner_id = $2
-                and exists (select 1 from products where id = $3 and owner_id = $2 for share)
-             returning to_jsonb(orders.*)::text",
-        )
-        .await
-    {
-        Ok(update) => update,
-        Err(e) => return Err(writes::abort(locked, db_error(e)).await),
-    };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-        &id,
-        &user.sub,
-        &fields.product_id,
-        &fields.quantity,
-        &fields.unit_price_cents,
-        &fields.currency,
-        &fields.ordered_at,
-    ];
-    // The order is locked, so nothing written means the product check failed.
-    let (written, committed, client) = writes::finish_update(locked, &update, &params)
-        .await?
-        .ok_or_else(no_such_product)?;
-    let view = OrderView::from_row(&Row::from_json(&ORDERS, written.get(0))?);
-    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
-    Ok(([token], Json(view)).into_response())
+    resource::update::<Orders, _>(&state, &user, id, |current| patch.apply(current), how).await
 }
 
 /// Deletes one of the caller's orders.

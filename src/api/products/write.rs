@@ -7,15 +7,15 @@ use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{NewProduct, ProductPatch, ProductView, TABLE};
+use super::{NewProduct, ProductFields, ProductPatch, ProductView, Products, TABLE};
 use crate::api::AppState;
 use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
 use crate::api::idempotency;
+use crate::api::resource::{self, Update};
 use crate::api::writes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Row;
-use crate::store::db_error;
 
 /// Creates a product for the caller.
 #[utoipa::path(post, path = "/products", tag = "products",
@@ -115,44 +115,24 @@ pub async fn update_product(
     let patch = body.value;
     // Checks that need no row (a null name, a zero quantity) fail before the primary.
     patch.clone().apply(&placeholder())?;
-    let client = state.store.primary().get().await?;
-    let locked = writes::lock_for_update(client, TABLE, &id, &user.sub).await?;
-    let fields = match Row::from_json(&PRODUCTS, &locked.current)
-        .map_err(ApiError::from)
-        .and_then(|current| patch.apply(&ProductView::from_row(&current)))
-    {
-        Ok(fields) => fields,
-        Err(e) => return Err(writes::abort(locked, e).await),
+    let how = Update {
+        sql: "update products
+                 set name = $3, unit = $4, reorder_quantity = $5, price_cents = $6, notes = $7,
+                     updated_at = now()
+               where id = $1 and owner_id = $2
+              returning to_jsonb(products.*)::text",
+        params: |f: &ProductFields| {
+            vec![
+                &f.name,
+                &f.unit,
+                &f.reorder_quantity,
+                &f.price_cents,
+                &f.notes,
+            ]
+        },
+        nothing_written: || ApiError::NotFound,
     };
-    let update = match locked
-        .client()
-        .prepare_cached(
-            "update products
-                set name = $3, unit = $4, reorder_quantity = $5, price_cents = $6, notes = $7,
-                    updated_at = now()
-              where id = $1 and owner_id = $2
-             returning to_jsonb(products.*)::text",
-        )
-        .await
-    {
-        Ok(update) => update,
-        Err(e) => return Err(writes::abort(locked, db_error(e)).await),
-    };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-        &id,
-        &user.sub,
-        &fields.name,
-        &fields.unit,
-        &fields.reorder_quantity,
-        &fields.price_cents,
-        &fields.notes,
-    ];
-    let (written, committed, client) = writes::finish_update(locked, &update, &params)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let view = ProductView::from_row(&Row::from_json(&PRODUCTS, written.get(0))?);
-    let token = writes::settle(&state, client, committed, TABLE, &user.sub).await;
-    Ok(([token], Json(view)).into_response())
+    resource::update::<Products, _>(&state, &user, id, |current| patch.apply(current), how).await
 }
 
 /// A valid product to check a patch against before the real row is read.

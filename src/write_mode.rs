@@ -31,6 +31,11 @@ impl std::str::FromStr for WriteMode {
     }
 }
 
+/// Whether a request with `method` may write (anything but a read or a preflight).
+pub fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// In `fly-replay` mode, the answer that sends a write reaching a non-primary region to the
 /// primary region; `None` when the request is to be executed here. Called by
 /// [`crate::api::middleware::primary_bound`], the one middleware for requests that may
@@ -41,10 +46,7 @@ pub fn replay_to_primary(
     in_primary_region: bool,
     request: &Request,
 ) -> Option<Response> {
-    let is_write = !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
+    let is_write = is_write(request.method());
     let replayed = request.headers().contains_key(propagate::FLY_REPLAY_SRC);
     match (primary_region, mode) {
         (Some(primary), WriteMode::FlyReplay) if is_write && !replayed && !in_primary_region => {

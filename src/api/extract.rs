@@ -109,13 +109,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RowId {
 /// The optional `Idempotency-Key` header of a create: 1 to 255 visible ASCII characters.
 pub struct IdempotencyKey(pub Option<String>);
 
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        let Some(value) = parts.headers.get(super::idempotency::HEADER) else {
             return Ok(IdempotencyKey(None));
         };
         match value.to_str() {

@@ -14,7 +14,8 @@ use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
 
-use super::extract::{ApiJson, IDEMPOTENCY_KEY_HEADER, IdempotencyKey, IfNoneMatch};
+use super::extract::{ApiJson, IdempotencyKey, IfNoneMatch};
+use super::idempotency::HEADER as IDEMPOTENCY_KEY_HEADER;
 use super::orders::{NewOrder, OrderPatch, query_time};
 use super::paging::{MAX_LIMIT, decode_cursor, encode_cursor, limit};
 use super::products::{NewProduct, ProductPatch, ProductView};

@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 use tower::{Layer, Service};
@@ -86,10 +85,7 @@ where
         if let Some(replay) = replay {
             return Either::Right(answered(replay));
         }
-        let is_write = !matches!(
-            *request.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS
-        );
+        let is_write = crate::write_mode::is_write(request.method());
         if !is_write && !request.headers().contains_key(SYNC_TOKEN_HEADER) {
             // A plain read never waits on the primary: nothing to bound.
             return Either::Left(self.inner.call(request));

@@ -140,15 +140,28 @@ pub struct ProductFields {
 
 impl ProductFields {
     fn check(self) -> Result<ProductFields, ApiError> {
-        validate::name("name", &self.name, 200)?;
-        if let Some(unit) = &self.unit {
-            validate::text("unit", unit, 0, 50)?;
+        name(&self.name)?;
+        if let Some(u) = &self.unit {
+            unit(u)?;
         }
-        if let Some(notes) = &self.notes {
-            validate::text("notes", notes, 0, 2000)?;
+        if let Some(n) = &self.notes {
+            notes(n)?;
         }
         Ok(self)
     }
+}
+
+// One rule per field, for whole rows and patches alike.
+fn name(value: &str) -> Result<(), ApiError> {
+    validate::name("name", value, 200)
+}
+
+fn unit(value: &str) -> Result<(), ApiError> {
+    validate::text("unit", value, 0, 50)
+}
+
+fn notes(value: &str) -> Result<(), ApiError> {
+    validate::text("notes", value, 0, 2000)
 }
 
 impl NewProduct {
@@ -168,6 +181,26 @@ impl NewProduct {
 }
 
 impl ProductPatch {
+    /// The patch's own values, checked (before any row is read).
+    pub fn check(&self) -> Result<(), ApiError> {
+        if let Some(n) = not_null("name", self.name.as_ref().map(Option::as_ref))? {
+            name(n)?;
+        }
+        if let Some(Some(u)) = &self.unit {
+            unit(u)?;
+        }
+        if let Some(q) = not_null("reorder_quantity", self.reorder_quantity)? {
+            int_field("reorder_quantity", q, 1)?;
+        }
+        if let Some(Some(p)) = self.price_cents {
+            int_field("price_cents", p, 0)?;
+        }
+        if let Some(Some(n)) = &self.notes {
+            notes(n)?;
+        }
+        Ok(())
+    }
+
     /// The row's current fields with this patch applied, checked.
     pub fn apply(self, current: &ProductView) -> Result<ProductFields, ApiError> {
         let reorder_quantity = match not_null("reorder_quantity", self.reorder_quantity)? {

@@ -113,8 +113,7 @@ pub async fn update_product(
     body: ApiJson<ProductPatch>,
 ) -> Result<Response, ApiError> {
     let patch = body.value;
-    // Checks that need no row (a null name, a zero quantity) fail before the primary.
-    patch.clone().apply(&placeholder())?;
+    patch.check()?;
     let how = Update {
         sql: "update products
                  set name = $3, unit = $4, reorder_quantity = $5, price_cents = $6, notes = $7,
@@ -133,21 +132,6 @@ pub async fn update_product(
         nothing_written: || ApiError::NotFound,
     };
     resource::update::<Products, _>(&state, &user, id, |current| patch.apply(current), how).await
-}
-
-/// A valid product to check a patch against before the real row is read.
-fn placeholder() -> ProductView {
-    ProductView {
-        id: String::new(),
-        name: "x".into(),
-        unit: None,
-        reorder_quantity: 1,
-        price_cents: None,
-        notes: None,
-        created_at: String::new(),
-        updated_at: String::new(),
-        version: 0,
-    }
 }
 
 /// Deletes one of the caller's products, and its orders.

@@ -49,7 +49,7 @@ pub mod source;
 pub use engine::{Applier, Engine, EngineConfig, Session, Upstream};
 pub use error::SyncError;
 pub use handle::{ResyncReason, SyncHandle, SyncStatus};
-pub use pg::PgConnector;
+pub use pg::{ConnectorError, PgConnector};
 pub use replica::Replica;
 pub use source::StandbySettings;
 

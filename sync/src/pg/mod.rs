@@ -23,7 +23,7 @@ pub mod snapshot;
 pub mod verify;
 
 pub use crate::change::PrimaryView;
-pub use connect::PgConnector;
+pub use connect::{ConnectorError, PgConnector};
 
 /// Starts a `REPEATABLE READ READ ONLY` transaction: one snapshot of the upstream for
 /// everything read in it (a large pull, a history check, a resync's copy).

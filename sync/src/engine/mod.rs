@@ -15,12 +15,12 @@
 //! ```
 //!
 //! # Layout
-//! - [`state`]: the state enum; each state carries what its step needs (the session lives
+//! - `state`: the state enum; each state carries what its step needs (the session lives
 //!   in `Streaming` and `Resync`).
 //! - this module: the engine, [`Engine::step`] and the one place a step's outcome becomes
 //!   the next state (errors included), and [`Engine::run`].
 //! - `connect`, `stream` (pull, apply, publish), `verify` (history checks, forks),
-//!   `resync`: one step each; `status`: what steps publish; [`pacing`]: pauses and error logs.
+//!   `resync`: one step each; `status`: what steps publish; `pacing`: pauses and error logs.
 //! - [`upstream`] and [`applier`]: the two traits; [`config`]: the tuning.
 //!
 //! # Forks

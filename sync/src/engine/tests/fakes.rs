@@ -33,6 +33,10 @@ pub struct Primary {
     pub log: Vec<RawChange>,
     /// The server the fake says it is (a standby is waited for when behind).
     pub server: Server,
+    /// The server lags (the engine must leave it after a pull), or the preferred one is due
+    /// again (the engine must reconnect).
+    pub lags: bool,
+    pub reconnect_due: bool,
     /// The verdict of the next history checks: `None` is "same history".
     pub fork: Option<ForkEvidence>,
     /// Errors the next calls return, in order.
@@ -171,6 +175,7 @@ impl Upstream for FakeUpstream {
     }
 
     fn note(&self) -> Option<&str> {
+        // The fake bypasses nothing; the engine publishes whatever this says.
         None
     }
 
@@ -179,11 +184,11 @@ impl Upstream for FakeUpstream {
     }
 
     fn reconnect_due(&self) -> bool {
-        false
+        self.lock().reconnect_due
     }
 
     async fn lags(&mut self, _watermark: u64) -> bool {
-        false
+        self.lock().lags
     }
 }
 

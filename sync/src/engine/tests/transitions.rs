@@ -284,6 +284,34 @@ async fn a_standby_behind_the_replica_is_waited_for_and_a_primary_behind_it_fork
 }
 
 #[tokio::test]
+async fn a_lagging_server_is_left_after_its_pull_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut engine, handle, upstream) = streaming(&dir, EngineConfig::default()).await;
+    {
+        let mut primary = upstream.lock();
+        primary.commit(100, &[1]);
+        primary.lags = true;
+    }
+    assert_eq!(engine.step().await.unwrap(), applied(1));
+    assert_eq!(handle.watermark(), 101, "what was pulled is kept");
+    assert_eq!(engine.state(), StateKind::Connecting);
+    upstream.lock().lags = false;
+    assert_eq!(engine.step().await.unwrap(), Step::Connected);
+    assert_eq!(upstream.lock().connects, 2);
+    assert_eq!(handle.status().resyncs, 1, "the cursor is kept");
+}
+
+#[tokio::test]
+async fn a_streaming_engine_reconnects_when_the_preferred_server_is_due_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut engine, _handle, upstream) = streaming(&dir, EngineConfig::default()).await;
+    upstream.lock().reconnect_due = true;
+    assert_eq!(engine.step().await.unwrap(), Step::Connected);
+    assert_eq!(upstream.lock().connects, 2);
+    assert_eq!(engine.state(), StateKind::Streaming);
+}
+
+#[tokio::test]
 async fn a_transient_error_goes_back_to_connecting_and_the_engine_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig::default();

@@ -27,6 +27,13 @@ pub enum SyncError {
     Replica(#[source] rusqlite::Error),
     #[error("primary unreachable or failing: replica pool: {0}")]
     ReplicaPool(#[source] r2d2::Error),
+    /// The replica's directory cannot be created (a missing volume, permissions).
+    #[error("cannot create replica directory {dir:?}: {source}")]
+    ReplicaDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Anything else a retry may fix (a timeout, a cut stream), said in words.
     #[error("primary unreachable or failing: {0}")]
     Transient(String),
@@ -37,7 +44,10 @@ pub enum SyncError {
 
 impl SyncError {
     pub fn is_fatal(&self) -> bool {
-        matches!(self, SyncError::Fatal(_) | SyncError::Refused(_))
+        matches!(
+            self,
+            SyncError::Fatal(_) | SyncError::Refused(_) | SyncError::ReplicaDir { .. }
+        )
     }
 
     pub fn fatal(message: impl Into<String>) -> Self {
@@ -110,6 +120,21 @@ mod tests {
                 "primary unreachable or failing: replica: {}",
                 rusqlite::Error::InvalidQuery
             )
+        );
+    }
+
+    #[test]
+    fn a_replica_directory_that_cannot_be_created_is_fatal_and_keeps_the_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let path = file.join("data").join("replica.db");
+        let err = crate::replica::Replica::open(&path, 1).err().unwrap();
+        assert!(err.is_fatal());
+        assert!(err.source().is_some_and(|s| s.is::<std::io::Error>()));
+        assert!(
+            err.to_string()
+                .starts_with("cannot create replica directory")
         );
     }
 

@@ -55,8 +55,9 @@ pub trait Upstream: Send {
     fn lags(&mut self, watermark: u64) -> impl Future<Output = bool> + Send;
 }
 
-/// One connection to the upstream. Dropping it disconnects. Every call is bounded by the
-/// engine (`pull_timeout`).
+/// One connection to the upstream. Dropping it disconnects. The engine bounds pulls, counts,
+/// history checks and lookups by its `pull_timeout` (a black-holed server must not hold a
+/// step); a snapshot copies everything and is not bounded.
 pub trait Session: Send {
     /// Reads the upstream's view and the next whole transactions from `from`. Through
     /// `check` the engine refuses to go on (a changed identity, a pruned cursor), and then

@@ -120,7 +120,7 @@ impl Config {
             let uses_tls = |url: &str| {
                 auto_order_sync::PgConnector::from_url(url)
                     .map(|c| c.uses_tls())
-                    .map_err(ConfigError)
+                    .map_err(|e| ConfigError(e.to_string()))
             };
             let tls = uses_tls(&database_url)?
                 && migration_database_url

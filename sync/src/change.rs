@@ -1,10 +1,16 @@
 //! The neutral types both sides of the engine use: a change as pulled from the upstream's
-//! log, its row image, what the upstream says about itself, and the items of a snapshot
-//! stream. The Postgres side ([`crate::pg`]) produces them; the SQLite side
-//! ([`crate::replica`]) consumes them; neither imports the other.
+//! log, its row image, what the upstream says about itself, a pull and its outcome, a
+//! history check's verdict, the items of a snapshot stream, a batch to apply and what
+//! applying it did, and the replica's cursor. The Postgres side ([`crate::pg`]) produces
+//! them; the SQLite side ([`crate::replica`]) consumes them; the engine
+//! ([`crate::engine`]) carries them from one to the other through its two traits; neither
+//! side imports the other.
+
+use std::collections::BTreeSet;
 
 use crate::catalog::Table;
-use crate::history::Window;
+use crate::handle::ResyncReason;
+use crate::history::{Digest64, Window};
 use crate::rows::RowBlock;
 
 /// What the primary says about itself at the start of a pull or a snapshot.
@@ -72,4 +78,121 @@ pub struct SnapshotMeta {
     pub key_order: bool,
     /// The recent changes the snapshot holds, as the first window of the replica's history.
     pub recent: Window,
+}
+
+/// How far this replica has applied the primary's change stream, and which primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// Every change of every transaction with `txid < watermark` is applied.
+    pub watermark: u64,
+    /// The last resync's snapshot while it still matters (changes visible in it are skipped).
+    pub snapshot: Option<String>,
+    pub snapshot_xmax: Option<u64>,
+    pub primary_system_id: Option<i64>,
+    pub primary_epoch: String,
+    /// `changed_at` of the newest applied change, in unix microseconds.
+    pub last_change_at_us: Option<i64>,
+    pub resynced_at: String,
+}
+
+impl ReplicaState {
+    /// Whether `view` is the primary this replica was built from: same system, same sync
+    /// epoch. (Whether it still holds the same *history*, after a failover or a restore
+    /// that kept both, is [`ReplicaState::history_went_back`] and [`crate::history`].)
+    pub fn same_primary(&self, view: &PrimaryView) -> bool {
+        let other_system =
+            matches!((self.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
+        !other_system && self.primary_epoch == view.epoch
+    }
+
+    /// Whether the primary's horizon is below the watermark. On one history the horizon
+    /// only moves forward (every transaction below the watermark had finished when it was
+    /// set), so a horizon below it means txids restarted: a promoted standby that lacked
+    /// commits, or a restore.
+    pub fn history_went_back(&self, view: &PrimaryView) -> bool {
+        view.xmin < self.watermark
+    }
+}
+
+/// Where the replica stands, as the pull needs it.
+#[derive(Debug, Clone)]
+pub struct PullFrom<'a> {
+    pub watermark: u64,
+    /// The last resync's snapshot, while it still matters: its visible changes are skipped.
+    pub snapshot: Option<&'a str>,
+    pub max_changes: usize,
+}
+
+/// Whole transactions read from the log.
+#[derive(Debug)]
+pub struct Pulled {
+    pub view: PrimaryView,
+    /// When the pull was sent (about when its snapshot was taken).
+    pub pulled_at: chrono::DateTime<chrono::Utc>,
+    pub changes: Vec<RawChange>,
+    /// The watermark once these changes are applied.
+    pub next_watermark: u64,
+    /// True when everything below the horizon was read.
+    pub caught_up: bool,
+    /// Caught up, but an open transaction holds the horizon (the snapshot's xmin is below
+    /// its xmax), so transactions that already committed above it may wait. When it ends it
+    /// may not notify (a rollback, a transaction without replicated writes, one of another
+    /// database of the cluster: txids and the horizon are cluster-wide, NOTIFY is not), so
+    /// the caller should look again soon rather than wait for the fallback poll.
+    pub held_back: bool,
+}
+
+/// What a pull found.
+#[derive(Debug)]
+pub enum PullOutcome {
+    Pulled(Pulled),
+    /// The log cannot bring this replica up to date; only a resync can.
+    NeedsResync(ResyncReason),
+}
+
+/// What the check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryCheck {
+    /// Every window the primary can still answer for matches (`checked` of them; windows
+    /// below its prune point cannot be checked).
+    Same { checked: usize },
+    /// The primary's log differs from what the replica applied in this window.
+    Forked(ForkEvidence),
+}
+
+/// The first window found to differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkEvidence {
+    pub lo: u64,
+    pub hi: u64,
+    pub replica: Digest64,
+    pub primary: Digest64,
+}
+
+/// A pulled batch, ready to apply.
+#[derive(Debug)]
+pub struct ApplyBatch {
+    /// The cursor (watermark and resync snapshot) the batch was pulled from; if the
+    /// replica's differs (a resync ran in between) the batch is refused.
+    pub from_watermark: u64,
+    pub from_snapshot: Option<String>,
+    pub next_watermark: u64,
+    /// `xmax` of the snapshot the batch was pulled under (tombstone expiry).
+    pub pulled_xmax: u64,
+    pub changes: Vec<RawChange>,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Changes that changed a row (newer than what the replica held).
+    pub applied: usize,
+    /// Changes that were older than the replica's row or tombstone.
+    pub skipped: usize,
+    /// Changes of tables this binary does not replicate (a newer primary schema), ignored.
+    pub ignored: usize,
+    /// `(table, owner_id)` pairs whose rows changed: what caches must forget.
+    pub touched: BTreeSet<(&'static str, String)>,
+    /// The replica's cursor as committed with the batch.
+    pub state: ReplicaState,
 }

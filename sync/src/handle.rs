@@ -210,7 +210,6 @@ pub(crate) struct Shared {
     /// Wakes the engine: a NOTIFY from the primary, a dropped connection, a resync request.
     pub wake: Arc<Notify>,
     pub events: broadcast::Sender<Arc<ChangeEvent>>,
-    pub replica: Replica,
 }
 
 impl Shared {
@@ -220,13 +219,15 @@ impl Shared {
     }
 }
 
-/// A cheap, cloneable handle on a running engine.
+/// A cheap, cloneable handle on a running engine, and on the replica `R` it keeps (the
+/// SQLite [`Replica`] but in the engine's tests).
 #[derive(Clone)]
-pub struct SyncHandle {
+pub struct SyncHandle<R = Replica> {
     pub(crate) shared: Arc<Shared>,
+    pub(crate) replica: R,
 }
 
-impl SyncHandle {
+impl<R> SyncHandle<R> {
     pub fn status(&self) -> SyncStatus {
         self.shared
             .status
@@ -284,8 +285,8 @@ impl SyncHandle {
         self.shared.events.subscribe()
     }
 
-    pub fn replica(&self) -> &Replica {
-        &self.shared.replica
+    pub fn replica(&self) -> &R {
+        &self.replica
     }
 }
 

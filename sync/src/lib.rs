@@ -19,7 +19,8 @@
 //! - [`rows`]: snapshot rows in transit, a chunk of them to one buffer.
 //! - [`source`]: where pulls come from: the primary, or a standby in the region with the
 //!   primary as fallback.
-//! - [`engine`]: the state machine (`step()` does one unit of work) and its `run()` loop.
+//! - [`engine`]: the state machine (`step()` does one unit of work) and its `run()` loop,
+//!   generic over the upstream it pulls from and the replica it applies to (two traits).
 //! - [`handle`]: what the rest of the process holds: status, "has txid t been applied?",
 //!   resync requests.
 //! - [`history`]: digests of the applied history, to tell a forked primary (a failover that
@@ -45,10 +46,10 @@ pub mod replica;
 pub mod rows;
 pub mod source;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Applier, Engine, EngineConfig, Session, Upstream};
 pub use error::SyncError;
 pub use handle::{ResyncReason, SyncHandle, SyncStatus};
-pub use pg::PgConnector;
+pub use pg::{ConnectorError, PgConnector};
 pub use replica::Replica;
 pub use source::StandbySettings;
 

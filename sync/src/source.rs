@@ -29,8 +29,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
+use crate::engine::upstream::{self, Connected};
 use crate::error::SyncError;
 use crate::pg::PgConnector;
+use crate::pg::session::PgSession;
 
 /// How long the engine stays on the primary after the standby failed it.
 pub const FALLBACK_HOLD: Duration = Duration::from_secs(60);
@@ -219,6 +221,37 @@ impl Source {
         self.fallback_until = Some(Instant::now() + FALLBACK_HOLD);
         self.note = Some(why);
         self.probed = None;
+    }
+}
+
+/// The engine's view of a source: connecting opens a [`PgSession`] on whichever server is
+/// due.
+impl upstream::Upstream for Source {
+    type Session = PgSession;
+
+    async fn connect(&mut self, wake: Arc<Notify>) -> Result<Connected<PgSession>, SyncError> {
+        let client = Source::connect(self, wake).await?;
+        PgSession::start(client).await
+    }
+
+    fn connected_to(&self) -> Upstream {
+        Source::connected_to(self)
+    }
+
+    fn note(&self) -> Option<&str> {
+        Source::note(self)
+    }
+
+    fn poll_interval(&self, usual: Duration) -> Duration {
+        Source::poll_interval(self, usual)
+    }
+
+    fn reconnect_due(&self) -> bool {
+        self.standby_due()
+    }
+
+    async fn lags(&mut self, watermark: u64) -> bool {
+        self.standby_lags(watermark).await
     }
 }
 

@@ -21,6 +21,27 @@ use crate::error::SyncError;
 /// The channel the triggers notify after each transaction that changed replicated rows.
 pub const CHANGES_CHANNEL: &str = "sync_changes";
 
+/// Why a connection URL cannot be used (each message says which setting is wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("DATABASE_URL is not valid: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("sslrootcert {path}: {source}")]
+    RootCertFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sslrootcert {path}: {source}")]
+    RootCert {
+        path: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS set-up: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
 /// How to reach the primary. Cheap to clone.
 #[derive(Clone)]
 pub struct PgConnector {
@@ -41,10 +62,9 @@ impl std::fmt::Debug for PgConnector {
 
 impl PgConnector {
     /// Parses a `postgres://` URL (or key=value string).
-    pub fn from_url(url: &str) -> Result<Self, String> {
+    pub fn from_url(url: &str) -> Result<Self, ConnectorError> {
         let (url, root_cert, verify) = split_tls_params(url);
-        let mut config =
-            Config::from_str(&url).map_err(|e| format!("DATABASE_URL is not valid: {e}"))?;
+        let mut config = Config::from_str(&url).map_err(ConnectorError::Url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -169,16 +189,22 @@ fn split_tls_params(url: &str) -> (String, Option<String>, bool) {
     (url, root_cert, verify)
 }
 
-fn rustls_connector(root_cert: Option<&str>) -> Result<MakeRustlsConnect, String> {
+fn rustls_connector(root_cert: Option<&str>) -> Result<MakeRustlsConnect, ConnectorError> {
     let mut roots = rustls::RootCertStore::empty();
     match root_cert {
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("sslrootcert {path}: {e}"))?;
+            let file_error = |source| ConnectorError::RootCertFile {
+                path: path.to_owned(),
+                source,
+            };
+            let pem = std::fs::read(path).map_err(file_error)?;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                roots.add(cert.map_err(file_error)?).map_err(|source| {
+                    ConnectorError::RootCert {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -186,7 +212,7 @@ fn rustls_connector(root_cert: Option<&str>) -> Result<MakeRustlsConnect, String
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
+        .map_err(ConnectorError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
@@ -218,6 +244,22 @@ mod tests {
                 .unwrap()
                 .uses_tls()
         );
+    }
+
+    #[test]
+    fn a_bad_url_or_root_certificate_is_a_typed_error_naming_the_setting() {
+        let err = PgConnector::from_url("postgres://u@h/db?port=notanumber").unwrap_err();
+        assert!(matches!(err, ConnectorError::Url(_)), "{err:?}");
+        assert!(err.to_string().starts_with("DATABASE_URL is not valid: "));
+        let err =
+            PgConnector::from_url("postgres://u@h/db?sslmode=verify-full&sslrootcert=/no/ca.pem")
+                .unwrap_err();
+        assert!(
+            matches!(err, ConnectorError::RootCertFile { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("sslrootcert /no/ca.pem: "));
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`migrate`]: the embedded, versioned migrations of `sql/postgres`.
 //! - [`prune`]: trimming the change log and recording the prune point.
 //! - [`schema`]: checking the primary's tables against the [`crate::catalog`].
+//! - [`session`]: one connection as the engine uses it (its `Session`).
 //! - [`verify`]: asking the primary whether it holds the history the replica applied.
 
 pub mod announce;
@@ -17,11 +18,12 @@ pub mod migrate;
 pub mod prune;
 pub mod pull;
 pub mod schema;
+pub mod session;
 pub mod snapshot;
 pub mod verify;
 
 pub use crate::change::PrimaryView;
-pub use connect::PgConnector;
+pub use connect::{ConnectorError, PgConnector};
 
 /// Starts a `REPEATABLE READ READ ONLY` transaction: one snapshot of the upstream for
 /// everything read in it (a large pull, a history check, a resync's copy).

@@ -18,37 +18,9 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::{VIEW_SQL, view_from_row};
 use crate::change::PrimaryView;
-pub use crate::change::{Op, RawChange, RowImage};
+pub use crate::change::{Op, PullFrom, PullOutcome, Pulled, RawChange, RowImage};
 use crate::error::SyncError;
 use crate::handle::ResyncReason;
-
-/// Where the replica stands, as the pull needs it.
-#[derive(Debug, Clone)]
-pub struct PullFrom<'a> {
-    pub watermark: u64,
-    /// The last resync's snapshot, while it still matters: its visible changes are skipped.
-    pub snapshot: Option<&'a str>,
-    pub max_changes: usize,
-}
-
-/// Whole transactions read from the log.
-#[derive(Debug)]
-pub struct Pulled {
-    pub view: PrimaryView,
-    /// When the pull was sent (about when its snapshot was taken).
-    pub pulled_at: chrono::DateTime<chrono::Utc>,
-    pub changes: Vec<RawChange>,
-    /// The watermark once these changes are applied.
-    pub next_watermark: u64,
-    /// True when everything below the horizon was read.
-    pub caught_up: bool,
-    /// Caught up, but an open transaction holds the horizon (the snapshot's xmin is below
-    /// its xmax), so transactions that already committed above it may wait. When it ends it
-    /// may not notify (a rollback, a transaction without replicated writes, one of another
-    /// database of the cluster: txids and the horizon are cluster-wide, NOTIFY is not), so
-    /// the caller should look again soon rather than wait for the fallback poll.
-    pub held_back: bool,
-}
 
 /// The columns of a change as read. Aliased so that `order by c.txid` below sorts by the
 /// indexed `xid8` column, not by this bigint rendering (an unqualified `txid` in ORDER BY
@@ -96,14 +68,6 @@ impl PullStatements {
                 .await?,
         })
     }
-}
-
-/// What a pull found.
-#[derive(Debug)]
-pub enum PullOutcome {
-    Pulled(Pulled),
-    /// The log cannot bring this replica up to date; only a resync can.
-    NeedsResync(ResyncReason),
 }
 
 /// Reads the primary's view and the next changes, in one round trip; through `check` the

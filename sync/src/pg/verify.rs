@@ -8,24 +8,7 @@ use super::{PrimaryView, read_view};
 use crate::error::SyncError;
 use crate::history::{CHANGE_HASH_SQL, Digest64, Window};
 
-/// What the check found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryCheck {
-    /// Every window the primary can still answer for matches (`checked` of them; windows
-    /// below its prune point cannot be checked).
-    Same { checked: usize },
-    /// The primary's log differs from what the replica applied in this window.
-    Forked(ForkEvidence),
-}
-
-/// The first window found to differ.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForkEvidence {
-    pub lo: u64,
-    pub hi: u64,
-    pub replica: Digest64,
-    pub primary: Digest64,
-}
+pub use crate::change::{ForkEvidence, HistoryCheck};
 
 /// Compares `windows` with the primary's log, in one repeatable-read snapshot. Also returns
 /// the primary's view and timeline, read in the same snapshot.

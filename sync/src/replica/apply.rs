@@ -27,33 +27,7 @@ use crate::decode::row_from_json;
 use crate::error::SyncError;
 use crate::history::{Digest64, Window};
 
-/// A pulled batch, ready to apply.
-#[derive(Debug)]
-pub struct ApplyBatch {
-    /// The cursor (watermark and resync snapshot) the batch was pulled from; if the
-    /// replica's differs (a resync ran in between) the batch is refused.
-    pub from_watermark: u64,
-    pub from_snapshot: Option<String>,
-    pub next_watermark: u64,
-    /// `xmax` of the snapshot the batch was pulled under (tombstone expiry).
-    pub pulled_xmax: u64,
-    pub changes: Vec<RawChange>,
-}
-
-/// What applying a batch did.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// Changes that changed a row (newer than what the replica held).
-    pub applied: usize,
-    /// Changes that were older than the replica's row or tombstone.
-    pub skipped: usize,
-    /// Changes of tables this binary does not replicate (a newer primary schema), ignored.
-    pub ignored: usize,
-    /// `(table, owner_id)` pairs whose rows changed: what caches must forget.
-    pub touched: BTreeSet<(&'static str, String)>,
-    /// The replica's cursor as committed with the batch.
-    pub state: ReplicaState,
-}
+pub use crate::change::{Applied, ApplyBatch};
 
 pub fn apply_batch(conn: &mut Connection, batch: &ApplyBatch) -> Result<Applied, SyncError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

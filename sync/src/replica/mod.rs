@@ -78,8 +78,9 @@ impl Replica {
     /// connections.
     pub fn open(path: &Path, readers: u32) -> Result<Replica, SyncError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                SyncError::fatal(format!("cannot create replica directory {dir:?}: {e}"))
+            std::fs::create_dir_all(dir).map_err(|source| SyncError::ReplicaDir {
+                dir: dir.to_owned(),
+                source,
             })?;
         }
         let mut writer = Connection::open(path)?;

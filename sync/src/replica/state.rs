@@ -1,42 +1,9 @@
-//! The replica's persisted cursor (`sync_state`, one row) and what it belongs to.
+//! The replica's persisted cursor (`sync_state`, one row): reading and writing it. The
+//! cursor itself ([`ReplicaState`]) is a neutral type of [`crate::change`].
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::change::PrimaryView;
-
-/// How far this replica has applied the primary's change stream, and which primary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaState {
-    /// Every change of every transaction with `txid < watermark` is applied.
-    pub watermark: u64,
-    /// The last resync's snapshot while it still matters (changes visible in it are skipped).
-    pub snapshot: Option<String>,
-    pub snapshot_xmax: Option<u64>,
-    pub primary_system_id: Option<i64>,
-    pub primary_epoch: String,
-    /// `changed_at` of the newest applied change, in unix microseconds.
-    pub last_change_at_us: Option<i64>,
-    pub resynced_at: String,
-}
-
-impl ReplicaState {
-    /// Whether `view` is the primary this replica was built from: same system, same sync
-    /// epoch. (Whether it still holds the same *history*, after a failover or a restore
-    /// that kept both, is [`ReplicaState::history_went_back`] and [`crate::history`].)
-    pub fn same_primary(&self, view: &PrimaryView) -> bool {
-        let other_system =
-            matches!((self.primary_system_id, view.system_id), (Some(a), Some(b)) if a != b);
-        !other_system && self.primary_epoch == view.epoch
-    }
-
-    /// Whether the primary's horizon is below the watermark. On one history the horizon
-    /// only moves forward (every transaction below the watermark had finished when it was
-    /// set), so a horizon below it means txids restarted: a promoted standby that lacked
-    /// commits, or a restore.
-    pub fn history_went_back(&self, view: &PrimaryView) -> bool {
-        view.xmin < self.watermark
-    }
-}
+pub use crate::change::ReplicaState;
 
 // Both run on every applied batch (twice per pull for `read_state`): cached statements, so
 // SQLite does not parse them again each time (parsing was a tenth of an idle edge's CPU at

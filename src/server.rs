@@ -131,6 +131,8 @@ impl Application {
             self.state.sync.subscribe(),
             stop.clone(),
         ));
+        // Also subscribed before the engine starts: its first resync's duration counts.
+        let timings = self.state.sync.timings();
         let engine = tokio::spawn(self.engine.run(stop.clone().cancelled_owned()));
         // Wakes every edge when the change log grows (one edge is elected to do it).
         let announcer = tokio::spawn(auto_order_sync::pg::announce::run(
@@ -149,6 +151,11 @@ impl Application {
         tracing::info!(port, metrics_port, region = ?self.state.config.region, "serving");
         let limits = self.state.config.connection_limits;
         let (app, metrics) = api::app_and_metrics(self.state.clone());
+        let sync_timings = tokio::spawn(api::metrics::run_sync_timings(
+            metrics.clone(),
+            timings,
+            stop.clone(),
+        ));
         // Both listeners stop together: the first shutdown signal stops the public one, and
         // it stops the metrics one.
         let stop_metrics = CancellationToken::new();
@@ -171,6 +178,7 @@ impl Application {
         let _ = engine.await;
         let _ = announcer.await;
         let _ = invalidation.await;
+        let _ = sync_timings.await;
         if let Some(pruner) = pruner {
             let _ = pruner.await;
         }

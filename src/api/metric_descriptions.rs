@@ -98,6 +98,21 @@ pub fn describe() {
         "auto_order_sync_horizon_held",
         "1 while an open transaction on the primary holds the horizon."
     );
+    describe_histogram!(
+        "auto_order_sync_pull_duration_seconds",
+        Unit::Seconds,
+        "Pulls of the change log from the upstream, with or without changes."
+    );
+    describe_histogram!(
+        "auto_order_sync_apply_duration_seconds",
+        Unit::Seconds,
+        "Applying one batch of changes to the replica."
+    );
+    describe_histogram!(
+        "auto_order_sync_resync_duration_seconds",
+        Unit::Seconds,
+        "Whole resyncs: the snapshot copied and loaded."
+    );
     describe_gauge!(
         "auto_order_sync_horizon_holder_age_seconds",
         Unit::Seconds,

@@ -20,6 +20,8 @@
 //! registry key per request); a handle outlives an eviction unnoticed, so they are all
 //! forgotten every half timeout and looked up again (see [`Metrics::record_request`]).
 //! - `http_rate_limited_total{scope}`: 429s, `scope` = `ip` or `user`.
+//! - `auto_order_sync_{pull,apply,resync}_duration_seconds`: histograms of the sync engine's
+//!   work, from its timings ([`run_sync_timings`]).
 //!
 //! Computed at scrape time from the sync engine, the authenticator and the primary pool:
 //! `auto_order_replica_*` (including `auto_order_replica_staleness_seconds`),
@@ -39,14 +41,28 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics::{Counter, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use metrics_util::MetricKindMask;
+
+use auto_order_sync::handle::Timing;
 
 use super::AppState;
 
 /// Latency buckets, in seconds: 1 ms … 15 s (the request timeout).
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+];
+
+/// The sync engine's pulls and applies, in seconds: 0.5 ms … 30 s.
+const SYNC_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Resyncs, in seconds: 10 ms (an empty table) … 30 min (millions of rows from far away).
+const RESYNC_BUCKETS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
 /// A series not updated for this long is dropped from `/metrics` (it reappears, from zero,
@@ -116,9 +132,28 @@ impl Metrics {
     /// Metrics whose series are dropped after `idle` without an update (tests use a short
     /// one).
     pub fn with_idle_timeout(idle: Duration) -> Metrics {
+        let full = |name: &str| Matcher::Full(name.to_owned());
         let recorder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS)
-            .expect("latency buckets are not empty")
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    full("auto_order_sync_pull_duration_seconds"),
+                    SYNC_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    full("auto_order_sync_apply_duration_seconds"),
+                    SYNC_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    full("auto_order_sync_resync_duration_seconds"),
+                    RESYNC_BUCKETS,
+                )
+            })
+            .expect("buckets are not empty")
             .idle_timeout(MetricKindMask::ALL, Some(idle))
             .build_recorder();
         let handle = recorder.handle();
@@ -279,11 +314,46 @@ impl Metrics {
         });
     }
 
+    /// One of the sync engine's durations (see [`run_sync_timings`]).
+    pub fn record_sync_timing(&self, timing: Timing) {
+        self.with(|| match timing {
+            Timing::Pull(took) => {
+                histogram!("auto_order_sync_pull_duration_seconds").record(took.as_secs_f64())
+            }
+            Timing::Apply(took) => {
+                histogram!("auto_order_sync_apply_duration_seconds").record(took.as_secs_f64())
+            }
+            Timing::Resync(took) => {
+                histogram!("auto_order_sync_resync_duration_seconds").record(took.as_secs_f64())
+            }
+        });
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.expire_handles();
         self.inner.handle.run_upkeep();
         self.inner.handle.render()
+    }
+}
+
+/// Records the sync engine's durations as they come, until `stop`. Subscribe before the
+/// engine starts so that none is missed; a lagging receiver skips what it lost.
+pub async fn run_sync_timings(
+    metrics: Metrics,
+    mut timings: tokio::sync::broadcast::Receiver<Timing>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            timing = timings.recv() => match timing {
+                Ok(timing) => metrics.record_sync_timing(timing),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+        }
     }
 }
 

@@ -194,6 +194,17 @@ fn age(t: DateTime<Utc>) -> Duration {
     (Utc::now() - t).to_std().unwrap_or_default()
 }
 
+/// How long one piece of the engine's work took, for duration histograms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Timing {
+    /// A pull from the upstream (one round trip or a few), with or without changes.
+    Pull(Duration),
+    /// Applying one batch that moved the watermark to the replica.
+    Apply(Duration),
+    /// A whole resync: the snapshot copied and loaded.
+    Resync(Duration),
+}
+
 /// Rows that changed in the replica, for cache invalidation.
 #[derive(Debug, Clone)]
 pub enum ChangeEvent {
@@ -210,6 +221,14 @@ pub(crate) struct Shared {
     /// Wakes the engine: a NOTIFY from the primary, a dropped connection, a resync request.
     pub wake: Arc<Notify>,
     pub events: broadcast::Sender<Arc<ChangeEvent>>,
+    pub timings: broadcast::Sender<Timing>,
+}
+
+impl Shared {
+    /// Reports how long a piece of work took; nobody listening is fine.
+    pub fn timed(&self, timing: Timing) {
+        let _ = self.timings.send(timing);
+    }
 }
 
 impl Shared {
@@ -283,6 +302,12 @@ impl<R> SyncHandle<R> {
     /// everything changed.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
         self.shared.events.subscribe()
+    }
+
+    /// The durations of pulls, applies and resyncs as they happen, for metrics. A receiver
+    /// that lags loses the oldest (`RecvError::Lagged`).
+    pub fn timings(&self) -> broadcast::Receiver<Timing> {
+        self.shared.timings.subscribe()
     }
 
     pub fn replica(&self) -> &R {

@@ -1,7 +1,8 @@
 //! Traces over OTLP, end to end: `auto-order serve` as a process exporting to a real OTLP
 //! receiver. One request is one trace, a child of the caller's `traceparent`, with its auth,
 //! read, primary and read-your-writes spans beneath the request's; a write handed to the
-//! primary region with `fly-replay` continues the trace there; the logs carry the trace id;
+//! primary region with `fly-replay` continues the trace there; the sync engine's applies are
+//! traces of their own; the logs carry the trace id;
 //! and a collector that never answers costs nothing but the spans.
 
 use std::io::BufRead;
@@ -229,6 +230,17 @@ async fn a_write_and_a_read_are_traces_from_the_callers_span_to_the_primary_and_
         named(&reading, "replica.query").parent_span_id,
         read_span.span_id
     );
+
+    // Assert: the engine's apply of the write is a trace of its own
+    let apply = receiver
+        .wait_for_any("sync.apply", |s| s.name == "sync.apply")
+        .await;
+    assert!(apply.parent_span_id.is_empty(), "a root span: {apply:?}");
+    assert!(
+        apply.attributes["changes"].parse::<u64>().unwrap() >= 1,
+        "{apply:?}"
+    );
+    assert_eq!(apply.resource["cloud.region"], "lhr");
 
     // Assert: the logs carry the trace id
     let logs = edge.logs.lock().unwrap().clone();

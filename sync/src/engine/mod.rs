@@ -165,6 +165,7 @@ impl<U: Upstream, A: Applier> Engine<U, A> {
             resync_requested: Default::default(),
             wake: Arc::new(Notify::new()),
             events: broadcast::channel(1024).0,
+            timings: broadcast::channel(1024).0,
         });
         shared.update(|s| {
             s.ready = persisted.is_some();

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
@@ -13,10 +14,21 @@ use super::state::Stream;
 use super::upstream::Session;
 use super::{Applier, Engine, Outcome, Step, Upstream};
 use crate::change::ReplicaState;
-use crate::handle::{ChangeEvent, Phase, ResyncInfo, ResyncReason};
+use crate::handle::{ChangeEvent, Phase, ResyncInfo, ResyncReason, Timing};
 
 impl<U: Upstream, A: Applier> Engine<U, A> {
     pub(super) async fn resync(
+        &mut self,
+        session: U::Session,
+        reason: ResyncReason,
+    ) -> Outcome<U::Session> {
+        // A trace of its own: the snapshot copied from the upstream and loaded.
+        let span =
+            tracing::debug_span!("sync.resync", reason = ?reason, rows = tracing::field::Empty);
+        self.resync_in(session, reason).instrument(span).await
+    }
+
+    async fn resync_in(
         &mut self,
         mut session: U::Session,
         reason: ResyncReason,
@@ -37,6 +49,8 @@ impl<U: Upstream, A: Applier> Engine<U, A> {
         self.last_verified = Instant::now();
         self.resync_failures = 0;
         self.observations.clear();
+        tracing::Span::current().record("rows", rows);
+        self.shared.timed(Timing::Resync(started.elapsed()));
         self.publish_resync(&state, reason, rows, started.elapsed());
         tracing::info!(
             ?reason,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tracing::Instrument;
 
 use super::config::EngineConfig;
 use super::state::{Prefetched, State, Stream};
@@ -16,7 +17,7 @@ use crate::change::{
     Applied, ApplyBatch, PrimaryView, PullFrom, PullOutcome, Pulled, ReplicaState,
 };
 use crate::error::SyncError;
-use crate::handle::{ChangeEvent, Phase, ResyncReason};
+use crate::handle::{ChangeEvent, Phase, ResyncReason, Timing};
 use crate::source::Upstream as Server;
 
 /// The status counts the backlog up to this many changes (the count is an index scan).
@@ -76,14 +77,17 @@ impl<U: Upstream, A: Applier> Engine<U, A> {
             return Ok(PullOutcome::Pulled(prefetched.pulled));
         }
         let on_standby = self.upstream.connected_to() == Server::Standby;
-        pull_batch(
+        let started = Instant::now();
+        let pulled = pull_batch(
             &mut stream.session,
             cursor,
             cursor.watermark,
             &self.config,
             on_standby,
         )
-        .await
+        .await;
+        self.shared.timed(Timing::Pull(started.elapsed()));
+        pulled
     }
 
     /// The log cannot bring the replica up to date: resync (a fork is recorded as such).
@@ -137,7 +141,22 @@ impl<U: Upstream, A: Applier> Engine<U, A> {
             pulled_xmax: pulled.view.xmax,
             changes: pulled.changes,
         };
-        let apply = self.applier.apply(batch);
+        // A trace of its own per batch that changes the replica (pulls that bring nothing,
+        // every poll interval, make none).
+        let span = tracing::debug_span!(
+            "sync.apply",
+            changes = batch.changes.len(),
+            from = from,
+            to = next_watermark,
+        );
+        let shared = &self.shared;
+        let apply = async {
+            let started = Instant::now();
+            let applied = self.applier.apply(batch).await;
+            shared.timed(Timing::Apply(started.elapsed()));
+            applied
+        }
+        .instrument(span);
         let applied = if caught_up {
             apply.await?
         } else {

@@ -69,6 +69,25 @@ impl OtlpReceiver {
             .collect()
     }
 
+    /// Waits until any span received satisfies `pick`; returns it.
+    pub async fn wait_for_any(
+        &self,
+        what: &str,
+        pick: impl Fn(&ReceivedSpan) -> bool,
+    ) -> ReceivedSpan {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(span) = self.spans.lock().unwrap().iter().find(|s| pick(s)) {
+                return span.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no span {what} received"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until a span of `trace_id` satisfies `pick`; returns the whole trace then.
     pub async fn wait_for(
         &self,

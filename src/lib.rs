@@ -3,14 +3,15 @@
 //! # Layout
 //! - [`cli`]: the `auto-order` subcommands (`serve`, `migrate`, `resync`, `prune`, `token`, …).
 //! - [`config`]: configuration read once from the environment.
-//! - [`telemetry`]: tracing subscriber set-up.
+//! - [`telemetry`]: logs, and traces over OTLP with W3C trace context in and out.
+//! - [`tls`]: the one TLS client configuration (JWKS fetch, trace exporter).
 //! - [`write_mode`]: `forward` or Fly's `fly-replay` for writes outside the primary region.
 //! - [`rehearsal`]: `auto-order rehearse`, three edges on loopback as a multi-region rehearsal.
 //! - [`error`]: the one API error type and its JSON body.
-//! - [`db`]: the primary's write pool and Postgres error mapping.
 //! - [`consistency`]: read-your-writes (`X-Sync-Token`).
 //! - [`predict`]: next-purchase prediction from an order history (pure).
-//! - [`read`]: queries of the replica (or the primary, for a token it has not reached).
+//! - [`store`]: the data layer: selects and rows, purchase histories, the primary's pool and
+//!   its error mapping; reads from the replica or the primary, no HTTP.
 //! - [`cache`]: the read cache and its exact invalidation from the sync engine's events.
 //! - [`auth`]: Auth0 JWT verification against a cached JWKS, and the local dev issuer.
 //! - [`roles`]: `auto-order roles`, the edge's least-privilege grants on the primary.
@@ -19,7 +20,8 @@
 //! - [`http_server`]: connections: header-read timeout, connection cap, bounded drain.
 //! - [`state`]: [`state::AppState`], what every handler reaches (below routes and data).
 //! - [`resync_gate`]: the cooldown of forced resyncs.
-//! - [`api`]: the HTTP routes.
+//! - [`api`]: the HTTP routes and middleware; `api::resource` holds what the resources
+//!   share (get, list, update), `api::writes` the write round trips.
 //!
 //! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
 

@@ -4,14 +4,15 @@
 //! - [`health`]: `GET /api/health`, `GET /api/health/db`.
 //! - [`admin`]: `POST /api/admin/resync`, `GET /api/admin/sync` (permission `admin:sync`).
 //! - [`predictions`]: `GET /api/predictions/{productId}`; [`reorders`]: `GET /api/reorders`
-//!   (both read through [`history`], computed by [`crate::predict`]).
+//!   (both read through [`crate::store::history`], computed by [`crate::predict`]).
 //! - [`openapi`]: the OpenAPI document and the docs page.
 //! - [`metrics`]: `GET /metrics` (outside `/api`, no auth).
 //! - [`ready`]: [`require_ready`] / [`ReplicaReady`], the 503 of data routes before the
 //!   first sync.
 //! - [`middleware`]: the request layers (see [`app`] for their order).
 //! - [`products`], [`orders`]: the caller's data, CRUD with keyset pagination; shared
-//!   pieces in [`extract`], [`validate`], [`paging`], [`reads`], [`writes`], [`idempotency`].
+//!   pieces in [`resource`] (get, list, update of any resource), [`extract`], [`validate`],
+//!   [`paging`], [`reads`], [`writes`], [`idempotency`].
 //!
 //! Each resource module exposes `router() -> OpenApiRouter<AppState>` built with
 //! `utoipa_axum::routes!` over `#[utoipa::path]`-annotated handlers, so the OpenAPI document

@@ -4,7 +4,7 @@
 //!  primary Postgres                               this edge
 //!  ───────────────                                ─────────
 //!  row write ─▶ triggers ─▶ sync.changes ──pull──▶ Engine::step ─▶ Replica::apply ─▶ replica.db
-//!                     └──▶ NOTIFY sync_changes ─wake─┘      │                 (one SQLite txn:
+//!        announcer: NOTIFY sync_changes ───wake─┘      │                 (one SQLite txn:
 //!  REPEATABLE READ snapshot ─COPY─▶ Replica::load ◀─resync──┘                  rows + cursor)
 //! ```
 //!
@@ -22,7 +22,7 @@
 //! - [`engine`]: the state machine (`step()` does one unit of work) and its `run()` loop,
 //!   generic over the upstream it pulls from and the replica it applies to (two traits).
 //! - [`handle`]: what the rest of the process holds: status, "has txid t been applied?",
-//!   resync requests.
+//!   resync requests, change events (cache invalidation) and timings (duration metrics).
 //! - [`history`]: digests of the applied history, to tell a forked primary (a failover that
 //!   lost commits) from the same one.
 //! - [`error`]: transient vs fatal errors.

@@ -90,6 +90,9 @@ fn install(logs: impl Layer<Registry> + Send + Sync) -> Result<Telemetry, OtlpEr
     let exporter = traces.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("auto-order"))
+            // Attributes an APM has no use for, measured or collected on every span.
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(trace_filter())
     });
     let _ = tracing_subscriber::registry()

@@ -233,7 +233,9 @@ async fn a_write_and_a_read_are_traces_from_the_callers_span_to_the_primary_and_
 
     // Assert: the engine's apply of the write is a trace of its own
     let apply = receiver
-        .wait_for_any("sync.apply", |s| s.name == "sync.apply")
+        .wait_for_any("sync.apply with changes", |s| {
+            s.name == "sync.apply" && s.attributes["changes"] != "0"
+        })
         .await;
     assert!(apply.parent_span_id.is_empty(), "a root span: {apply:?}");
     assert!(
@@ -275,6 +277,7 @@ async fn a_collector_that_never_answers_costs_requests_nothing_and_exit_stays_bo
     }
     let pid = edge.child.0.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let logs = edge.logs.clone();
     let exited = tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(25);
         while std::time::Instant::now() < deadline {
@@ -290,6 +293,12 @@ async fn a_collector_that_never_answers_costs_requests_nothing_and_exit_stays_bo
 
     // Assert
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let logs = logs.lock().unwrap().clone();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("opentelemetry") && l.contains("ERROR")),
+        "the failing exports are logged: {logs:#?}"
+    );
     let exited = exited.expect("exits within Fly's kill_timeout with the collector hanging");
     assert!(exited.success(), "{exited:?}");
 }

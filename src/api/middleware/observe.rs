@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::BoxedResponse;
 use crate::api::metrics::{Metrics, method_label};
 use crate::telemetry::propagate;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -100,18 +101,16 @@ where
             method,
             route = %route_str,
             trace_id = tracing::field::Empty,
-            // For the trace exporter: the span's name and kind, and the HTTP conventions'
-            // attributes, from the same bounded labels.
+            // The span's name and kind for the trace exporter (the HTTP attributes below go
+            // to the exporter alone: the log lines already carry method and route).
             otel.name = %format_args!("{method} {route_str}"),
             otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = method,
-            http.route = %route_str,
-            http.response.status_code = tracing::field::Empty,
         );
         if let Some(trace_id) = propagate::adopt_parent(&span, req.headers()) {
             span.record("trace_id", tracing::field::display(trace_id));
         }
+        span.set_attribute("http.request.method", method);
+        span.set_attribute("http.route", route_str.to_owned());
         // The inner layers' synchronous work belongs to the request's span as well.
         let response = span
             .in_scope(|| self.inner.call(req))
@@ -121,9 +120,9 @@ where
             let Ok(mut response) = response.await;
             let latency = started.elapsed();
             let status = response.status().as_u16();
-            span.record("http.response.status_code", status);
+            span.set_attribute("http.response.status_code", i64::from(status));
             if status >= 500 {
-                span.record("otel.status_code", "error");
+                span.set_status(opentelemetry::trace::Status::error("5xx"));
             }
             let route = route.as_ref().map_or("unmatched", |m| m.as_str());
             let request_id = request_id

@@ -141,14 +141,19 @@ impl<U: Upstream, A: Applier> Engine<U, A> {
             pulled_xmax: pulled.view.xmax,
             changes: pulled.changes,
         };
-        // A trace of its own per batch that changes the replica (pulls that bring nothing,
-        // every poll interval, make none).
-        let span = tracing::debug_span!(
-            "sync.apply",
-            changes = batch.changes.len(),
-            from = from,
-            to = next_watermark,
-        );
+        // A trace of its own per batch with changes. A batch that only moves the watermark
+        // (other databases' transactions pass the horizon on every poll of a busy cluster)
+        // makes none.
+        let span = if batch.changes.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
+                "sync.apply",
+                changes = batch.changes.len(),
+                from = from,
+                to = next_watermark,
+            )
+        };
         let shared = &self.shared;
         let apply = async {
             let started = Instant::now();

@@ -6,7 +6,7 @@
 //! not an error of the request.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
+use super::extract::RowId;
 use super::ready::ReplicaReady;
 use crate::auth::AuthUser;
 use crate::consistency::{SyncToken, read_from};
@@ -70,6 +71,7 @@ impl From<&Prediction> for PredictedDates {
     ),
     responses(
         (status = 200, description = "The prediction, or `prediction: null` with a `reason`", body = PredictionView),
+        (status = 400, description = "The id is not a UUID", body = crate::error::ErrorBody),
         (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
         (status = 404, description = "No such product of the caller", body = crate::error::ErrorBody),
         (status = 503, description = "Replica not loaded yet (see Retry-After)", body = crate::error::ErrorBody),
@@ -79,10 +81,8 @@ async fn get_prediction(
     _ready: ReplicaReady,
     user: AuthUser,
     token: SyncToken,
-    Path(product_id): Path<String>,
+    RowId(product_id): RowId,
 ) -> Result<Json<PredictionView>, ApiError> {
-    // A malformed id names no product: 404, like another user's product.
-    let product_id: Uuid = product_id.parse().map_err(|_| ApiError::NotFound)?;
     let from = read_from(&state.sync, token, state.config.read_your_writes_timeout).await?;
     let history = product_history(&state.store, from, &user.sub, product_id)
         .await?

@@ -107,7 +107,7 @@ async fn one_purchase_gives_a_null_prediction_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_users_or_an_unknown_product_is_not_found() {
+async fn another_users_or_an_unknown_product_is_not_found_and_a_malformed_id_is_a_bad_request() {
     let db = TestDb::new().await;
     let bobs = product_with_history(&db, "bob", "tea", &[(20, 1), (10, 1)]).await;
     let app = TestApp::spawn(&db).await;
@@ -132,7 +132,7 @@ async fn another_users_or_an_unknown_product_is_not_found() {
     assert_eq!(other, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found", "{body}");
     assert_eq!(unknown, StatusCode::NOT_FOUND);
-    assert_eq!(malformed, StatusCode::NOT_FOUND);
+    assert_eq!(malformed, StatusCode::BAD_REQUEST, "as on every route with an id");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }

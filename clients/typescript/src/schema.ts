@@ -1063,6 +1063,15 @@ export interface operations {
                     "application/json": components["schemas"]["PredictionView"];
                 };
             };
+            /** @description The id is not a UUID */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No or invalid token */
             401: {
                 headers: {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use auto_order_sync::pg::{migrate, prune};
+use auto_order_sync::pg::migrate;
 use auto_order_sync::{Engine, EngineConfig, PgConnector, Replica};
 use clap::{Parser, Subcommand};
 
@@ -193,17 +193,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Prune { older_than } => {
             let mut client = connector(&config)?.connect(None).await?;
-            let report = prune::prune_changes(&mut client, older_than).await?;
-            println!(
-                "pruned {} changes; the log now starts at txid {}",
-                report.deleted, report.pruned_below
-            );
-            let expired =
-                crate::api::idempotency::expire_keys(&client, config.idempotency_key_ttl).await?;
-            println!(
-                "expired {expired} idempotency keys older than {}",
-                humantime::format_duration(config.idempotency_key_ttl)
-            );
+            let done =
+                crate::housekeeping::run(&mut client, older_than, config.idempotency_key_ttl).await;
+            if let Ok(report) = &done.pruned {
+                println!(
+                    "pruned {} changes; the log now starts at txid {}",
+                    report.deleted, report.pruned_below
+                );
+            }
+            if let Ok(expired) = &done.expired_keys {
+                println!(
+                    "expired {expired} idempotency keys older than {}",
+                    humantime::format_duration(config.idempotency_key_ttl)
+                );
+            }
+            done.pruned.context("Failed to prune the change log")?;
+            done.expired_keys
+                .context("Failed to expire idempotency keys")?;
             Ok(())
         }
     }

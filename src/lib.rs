@@ -17,6 +17,7 @@
 //! - [`roles`]: `auto-order roles`, the edge's least-privilege grants on the primary.
 //! - [`dev`]: `auto-order dev`, the one-command local start with demo data.
 //! - [`server`]: the application: start-up, background tasks, graceful shutdown.
+//! - [`housekeeping`]: the hourly prune of the change log and expiry of idempotency keys.
 //! - [`http_server`]: connections: header-read timeout, connection cap, bounded drain.
 //! - [`state`]: [`state::AppState`], what every handler reaches (below routes and data).
 //! - [`resync_gate`]: the cooldown of forced resyncs.
@@ -41,6 +42,7 @@ pub mod consistency;
 pub mod demo;
 pub mod dev;
 pub mod error;
+pub mod housekeeping;
 pub mod http_server;
 pub mod predict;
 pub mod rehearsal;

@@ -208,9 +208,13 @@ fn spawn_pruner(
                     continue;
                 }
             };
-            match auto_order_sync::pg::prune::prune_changes(&mut client, config.change_retention)
-                .await
-            {
+            let done = crate::housekeeping::run(
+                &mut client,
+                config.change_retention,
+                config.idempotency_key_ttl,
+            )
+            .await;
+            match done.pruned {
                 Ok(report) => tracing::info!(
                     deleted = report.deleted,
                     pruned_below = report.pruned_below,
@@ -220,7 +224,7 @@ fn spawn_pruner(
                     tracing::warn!(error = %e, "change log prune failed; will retry in an hour")
                 }
             }
-            match crate::api::idempotency::expire_keys(&client, config.idempotency_key_ttl).await {
+            match done.expired_keys {
                 Ok(deleted) => tracing::info!(deleted, "idempotency keys expired"),
                 Err(e) => {
                     tracing::warn!(error = %e, "idempotency key expiry failed; will retry in an hour")

@@ -132,7 +132,11 @@ async fn another_users_or_an_unknown_product_is_not_found_and_a_malformed_id_is_
     assert_eq!(other, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found", "{body}");
     assert_eq!(unknown, StatusCode::NOT_FOUND);
-    assert_eq!(malformed, StatusCode::BAD_REQUEST, "as on every route with an id");
+    assert_eq!(
+        malformed,
+        StatusCode::BAD_REQUEST,
+        "as on every route with an id"
+    );
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }

@@ -116,3 +116,52 @@ fn production_refuses_to_start_on_plaintext_postgres_or_jwks_with_one_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn prune_deletes_old_changes_and_expires_old_keys_and_says_so() {
+    // Arrange: changes in the log, one key past the TTL and one within it
+    let db = TestDb::new().await;
+    db.client
+        .batch_execute(
+            "insert into products (owner_id, name) values ('u', 'milk'), ('u', 'tea');
+             insert into idempotency_keys (owner_id, key, request_hash, created_at)
+             values ('u', 'old', 'h', now() - interval '2 days'), ('u', 'fresh', 'h', now());",
+        )
+        .await
+        .unwrap();
+    let count = |sql: &'static str| {
+        let client = &db.client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let changes_before = count("select count(*) from sync.changes").await;
+
+    // Act
+    let out = Command::new(env!("CARGO_BIN_EXE_auto-order"))
+        .args(["prune", "--older-than", "0s"])
+        .env("DATABASE_URL", &db.url)
+        .env("DATA_DIR", std::env::temp_dir())
+        .env("IDEMPOTENCY_KEY_TTL", "1d")
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+
+    // Assert
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(changes_before >= 2);
+    assert_eq!(count("select count(*) from sync.changes").await, 0);
+    assert!(
+        stdout.contains(&format!("pruned {changes_before} changes")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("expired 1 idempotency keys"), "{stdout}");
+    let keys: Vec<String> = db
+        .client
+        .query("select key from idempotency_keys", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, ["fresh"]);
+}

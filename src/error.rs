@@ -185,3 +185,33 @@ fn body(status: StatusCode, code: &str, message: String, field: Option<&str>) ->
     };
     (status, Json(body)).into_response()
 }
+
+/// The error answers routes share, for their OpenAPI `responses(...)`: each route lists the
+/// ones it can give, with the same wording everywhere. Never constructed: only their OpenAPI
+/// descriptions are used.
+#[allow(dead_code)]
+pub mod responses {
+    use super::ErrorBody;
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 400, description = "The id is not a UUID")]
+    pub struct BadId(ErrorBody<'static>);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 401, description = "No or invalid token")]
+    pub struct Unauthorized(ErrorBody<'static>);
+
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 413, description = "Body too large")]
+    pub struct TooLarge(ErrorBody<'static>);
+
+    /// A read before the first sync.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 503, description = "Replica not loaded yet (Retry-After)")]
+    pub struct ReplicaNotReady(ErrorBody<'static>);
+
+    /// A write (or a read the primary must answer) while the primary is away.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 503, description = "Primary unreachable (Retry-After)")]
+    pub struct PrimaryUnavailable(ErrorBody<'static>);
+}

@@ -45,7 +45,7 @@ pub struct ResyncAccepted {
 #[utoipa::path(post, path = "/admin/resync", tag = "admin",
     responses(
         (status = 202, description = "Resync started (or already pending or running)", body = ResyncAccepted),
-        (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 403, description = "Missing permission admin:sync", body = crate::error::ErrorBody),
         (status = 429, description = "The last forced resync was less than RESYNC_COOLDOWN ago (Retry-After)", body = crate::error::ErrorBody),
     ))]

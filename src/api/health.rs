@@ -161,7 +161,7 @@ pub struct CheckView {
 #[utoipa::path(get, path = "/health/db", tag = "health",
     responses(
         (status = 200, description = "The replica answers", body = DbHealthView),
-        (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 403, description = "Missing permission admin:sync", body = crate::error::ErrorBody),
         (status = 503, description = "The replica does not answer", body = DbHealthView),
     ))]

@@ -71,10 +71,10 @@ impl From<&Prediction> for PredictedDates {
     ),
     responses(
         (status = 200, description = "The prediction, or `prediction: null` with a `reason`", body = PredictionView),
-        (status = 400, description = "The id is not a UUID", body = crate::error::ErrorBody),
-        (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
+        crate::error::responses::BadId,
+        crate::error::responses::Unauthorized,
         (status = 404, description = "No such product of the caller", body = crate::error::ErrorBody),
-        (status = 503, description = "Replica not loaded yet (see Retry-After)", body = crate::error::ErrorBody),
+        crate::error::responses::ReplicaNotReady,
     ))]
 async fn get_prediction(
     State(state): State<AppState>,

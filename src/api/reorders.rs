@@ -54,9 +54,9 @@ pub struct ReorderView {
     ),
     responses(
         (status = 200, description = "Products due, soonest first", body = ReordersView),
-        (status = 401, description = "No or invalid token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 422, description = "within_days out of range", body = crate::error::ErrorBody),
-        (status = 503, description = "Replica not loaded yet (see Retry-After)", body = crate::error::ErrorBody),
+        crate::error::responses::ReplicaNotReady,
     ))]
 async fn list_reorders(
     State(state): State<AppState>,

@@ -737,7 +737,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Replica not loaded yet */
+            /** @description Replica not loaded yet (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -886,7 +886,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Replica not loaded yet */
+            /** @description Replica not loaded yet (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1090,7 +1090,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Replica not loaded yet (see Retry-After) */
+            /** @description Replica not loaded yet (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1167,7 +1167,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Replica not loaded yet */
+            /** @description Replica not loaded yet (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1316,7 +1316,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Replica not loaded yet */
+            /** @description Replica not loaded yet (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1511,7 +1511,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Replica not loaded yet (see Retry-After) */
+            /** @description Replica not loaded yet (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -27,9 +27,9 @@ use crate::store::Filter;
             headers(("ETag" = String, description = "Changes when any listed order changes"))),
         (status = 304, description = "Not modified since the given ETag"),
         (status = 400, description = "Malformed query", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 422, description = "A filter, limit or cursor is invalid", body = ErrorBody),
-        (status = 503, description = "Replica not loaded yet", body = ErrorBody),
+        crate::error::responses::ReplicaNotReady,
     ))]
 pub async fn list_orders(
     State(state): State<AppState>,
@@ -68,10 +68,10 @@ pub async fn list_orders(
         (status = 200, description = "The order", body = OrderView,
             headers(("ETag" = String, description = "Changes when the order changes"))),
         (status = 304, description = "Not modified since the given ETag"),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::BadId,
+        crate::error::responses::Unauthorized,
         (status = 404, description = "No such order of the caller's", body = ErrorBody),
-        (status = 503, description = "Replica not loaded yet", body = ErrorBody),
+        crate::error::responses::ReplicaNotReady,
     ))]
 pub async fn get_order(
     State(state): State<AppState>,

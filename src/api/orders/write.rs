@@ -28,10 +28,10 @@ use crate::store::Row;
             headers(("X-Sync-Token" = String, description = "Send on reads to see this write"),
                 ("Location" = String, description = "The new order's path: the path posted to, then its id"))),
         (status = 400, description = "Malformed JSON, wrong content type, bad key", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
+        crate::error::responses::Unauthorized,
+        crate::error::responses::TooLarge,
         (status = 422, description = "A field is invalid, or the product is not the caller's", body = ErrorBody),
-        (status = 503, description = "Primary unreachable (Retry-After)", body = ErrorBody),
+        crate::error::responses::PrimaryUnavailable,
     ))]
 pub async fn create_order(
     State(state): State<AppState>,
@@ -104,11 +104,11 @@ fn no_such_product() -> ApiError {
         (status = 200, description = "The order as written", body = OrderView,
             headers(("X-Sync-Token" = String, description = "Send on reads to see this write"))),
         (status = 400, description = "Malformed JSON, wrong content type, bad id", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 404, description = "No such order of the caller's", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
+        crate::error::responses::TooLarge,
         (status = 422, description = "A field is invalid, or the product is not the caller's", body = ErrorBody),
-        (status = 503, description = "Primary unreachable (Retry-After)", body = ErrorBody),
+        crate::error::responses::PrimaryUnavailable,
     ))]
 pub async fn update_order(
     State(state): State<AppState>,
@@ -148,10 +148,10 @@ pub async fn update_order(
     responses(
         (status = 204, description = "Deleted",
             headers(("X-Sync-Token" = String, description = "Send on reads to see this write"))),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::BadId,
+        crate::error::responses::Unauthorized,
         (status = 404, description = "No such order of the caller's", body = ErrorBody),
-        (status = 503, description = "Primary unreachable (Retry-After)", body = ErrorBody),
+        crate::error::responses::PrimaryUnavailable,
     ))]
 pub async fn delete_order(
     State(state): State<AppState>,

@@ -26,9 +26,9 @@ use crate::store::Filter;
             headers(("ETag" = String, description = "Changes when any listed product changes"))),
         (status = 304, description = "Not modified since the given ETag"),
         (status = 400, description = "Malformed query", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 422, description = "limit or cursor out of range", body = ErrorBody),
-        (status = 503, description = "Replica not loaded yet", body = ErrorBody),
+        crate::error::responses::ReplicaNotReady,
     ))]
 pub async fn list_products(
     State(state): State<AppState>,
@@ -61,10 +61,10 @@ pub async fn list_products(
         (status = 200, description = "The product", body = ProductView,
             headers(("ETag" = String, description = "Changes when the product changes"))),
         (status = 304, description = "Not modified since the given ETag"),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::BadId,
+        crate::error::responses::Unauthorized,
         (status = 404, description = "No such product of the caller's", body = ErrorBody),
-        (status = 503, description = "Replica not loaded yet", body = ErrorBody),
+        crate::error::responses::ReplicaNotReady,
     ))]
 pub async fn get_product(
     State(state): State<AppState>,

@@ -27,10 +27,10 @@ use crate::store::Row;
             headers(("X-Sync-Token" = String, description = "Send on reads to see this write"),
                 ("Location" = String, description = "The new product's path: the path posted to, then its id"))),
         (status = 400, description = "Malformed JSON, wrong content type, bad key", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
+        crate::error::responses::Unauthorized,
+        crate::error::responses::TooLarge,
         (status = 422, description = "A field is invalid", body = ErrorBody),
-        (status = 503, description = "Primary unreachable (Retry-After)", body = ErrorBody),
+        crate::error::responses::PrimaryUnavailable,
     ))]
 pub async fn create_product(
     State(state): State<AppState>,
@@ -100,11 +100,11 @@ fn view_json(row: &str) -> Result<serde_json::Value, ApiError> {
         (status = 200, description = "The product as written", body = ProductView,
             headers(("X-Sync-Token" = String, description = "Send on reads to see this write"))),
         (status = 400, description = "Malformed JSON, wrong content type, bad id", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 404, description = "No such product of the caller's", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
+        crate::error::responses::TooLarge,
         (status = 422, description = "A field is invalid", body = ErrorBody),
-        (status = 503, description = "Primary unreachable (Retry-After)", body = ErrorBody),
+        crate::error::responses::PrimaryUnavailable,
     ))]
 pub async fn update_product(
     State(state): State<AppState>,
@@ -140,10 +140,10 @@ pub async fn update_product(
     responses(
         (status = 204, description = "Deleted",
             headers(("X-Sync-Token" = String, description = "Send on reads to see this write"))),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "No or invalid token", body = ErrorBody),
+        crate::error::responses::BadId,
+        crate::error::responses::Unauthorized,
         (status = 404, description = "No such product of the caller's", body = ErrorBody),
-        (status = 503, description = "Primary unreachable (Retry-After)", body = ErrorBody),
+        crate::error::responses::PrimaryUnavailable,
     ))]
 pub async fn delete_product(
     State(state): State<AppState>,

@@ -1,10 +1,12 @@
 //! What the resources share: a resource states its table, its keyset order and its view
 //! ([`Resource`]); reading one by id and reading a page (through the read cache, from the
-//! replica or the primary) and updating one (lock, validate the patch against the current
-//! row, write, settle) are written once here, on [`super::writes`]' round trips.
+//! replica or the primary), creating one (with its idempotency key) and updating one (lock,
+//! validate the patch against the current row, write, settle) are written once here, on
+//! [`super::writes`]' round trips.
 
 use auto_order_sync::catalog::Table;
 use axum::Json;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
@@ -115,6 +117,41 @@ pub async fn list<R: Resource>(
         },
     )
     .await
+}
+
+/// A create as the client sent it: the route (`POST /products`, part of the key's request
+/// hash), the path posted to (the `Location` is under it), its body and `Idempotency-Key`.
+pub struct Posted<'a> {
+    pub route: &'static str,
+    pub path: &'a str,
+    pub body: &'a serde_json::Value,
+    pub key: Option<&'a str>,
+}
+
+/// Creates a row for the caller in one round trip (see [`writes::create_one`]) and answers
+/// 201 with the row, its `Location` and `X-Sync-Token`; a retry with the same key replays
+/// the first answer.
+pub async fn create<R: Resource>(
+    state: &AppState,
+    user: &AuthUser,
+    posted: Posted<'_>,
+    how: &writes::Create,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Response, ApiError> {
+    let key = posted.key.map(|key| writes::KeyUse {
+        key,
+        hash: super::idempotency::request_hash(posted.route, posted.body),
+    });
+    let created = writes::create_one(state, how, &user.sub, key, params, posted.path).await?;
+    let (row, token) = match created {
+        writes::Created::New { row, token } => (row, token),
+        writes::Created::Replay(response) => return Ok(response),
+    };
+    let view = R::view(&Row::from_json(R::TABLE, &row)?);
+    let id = R::order_key(&view).1;
+    tracing::info!(user = %user.sub, table = R::TABLE.name, id, "row created");
+    let location = super::idempotency::location(posted.path, id);
+    Ok((StatusCode::CREATED, [token, location], Json(view)).into_response())
 }
 
 /// A write's parameters: borrowed from the fields it writes.

@@ -3,7 +3,6 @@
 //! carries `X-Sync-Token`.
 
 use auto_order_sync::catalog::ORDERS;
-use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::{NewOrder, OrderFields, OrderPatch, OrderView, Orders, TABLE};
 use crate::api::AppState;
 use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
-use crate::api::idempotency;
-use crate::api::resource::{self, Update};
+use crate::api::resource::{self, Posted, Update};
 use crate::api::writes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -41,35 +39,22 @@ pub async fn create_order(
     body: ApiJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     let fields = body.value.validate()?;
-    let key = key.as_deref().map(|key| writes::KeyUse {
-        key,
-        hash: idempotency::request_hash("POST /orders", &body.raw),
-    });
+    let posted = Posted {
+        route: "POST /orders",
+        path: uri.path(),
+        body: &body.raw,
+        key: key.as_deref(),
+    };
     // The product must be the caller's, and is held (`for share`) until the statement
     // commits, so a concurrent delete cannot orphan the order.
-    let created = writes::create_one(
-        &state,
-        &CREATE,
-        &user.sub,
-        key,
-        &[
-            &fields.product_id,
-            &fields.quantity,
-            &fields.unit_price_cents,
-            &fields.currency,
-            &fields.ordered_at,
-        ],
-        uri.path(),
-    )
-    .await?;
-    let (row, token) = match created {
-        writes::Created::New { row, token } => (row, token),
-        writes::Created::Replay(response) => return Ok(response),
-    };
-    let view = OrderView::from_row(&Row::from_json(&ORDERS, &row)?);
-    tracing::info!(user = %user.sub, order.id = %view.id, "order created");
-    let location = idempotency::location(uri.path(), &view.id);
-    Ok((StatusCode::CREATED, [token, location], Json(view)).into_response())
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        &fields.product_id,
+        &fields.quantity,
+        &fields.unit_price_cents,
+        &fields.currency,
+        &fields.ordered_at,
+    ];
+    resource::create::<Orders>(&state, &user, posted, &CREATE, &params).await
 }
 
 /// How orders are created: one statement with the key's claim (see

@@ -2,7 +2,6 @@
 //! transaction on the primary; the answer carries `X-Sync-Token`.
 
 use auto_order_sync::catalog::PRODUCTS;
-use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,8 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::{NewProduct, ProductFields, ProductPatch, ProductView, Products, TABLE};
 use crate::api::AppState;
 use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
-use crate::api::idempotency;
-use crate::api::resource::{self, Update};
+use crate::api::resource::{self, Posted, Update};
 use crate::api::writes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -40,33 +38,20 @@ pub async fn create_product(
     body: ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
     let fields = body.value.validate()?;
-    let key = key.as_deref().map(|key| writes::KeyUse {
-        key,
-        hash: idempotency::request_hash("POST /products", &body.raw),
-    });
-    let created = writes::create_one(
-        &state,
-        &CREATE,
-        &user.sub,
-        key,
-        &[
-            &fields.name,
-            &fields.unit,
-            &fields.reorder_quantity,
-            &fields.price_cents,
-            &fields.notes,
-        ],
-        uri.path(),
-    )
-    .await?;
-    let (row, token) = match created {
-        writes::Created::New { row, token } => (row, token),
-        writes::Created::Replay(response) => return Ok(response),
+    let posted = Posted {
+        route: "POST /products",
+        path: uri.path(),
+        body: &body.raw,
+        key: key.as_deref(),
     };
-    let view = ProductView::from_row(&Row::from_json(&PRODUCTS, &row)?);
-    tracing::info!(user = %user.sub, product.id = %view.id, "product created");
-    let location = idempotency::location(uri.path(), &view.id);
-    Ok((StatusCode::CREATED, [token, location], Json(view)).into_response())
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        &fields.name,
+        &fields.unit,
+        &fields.reorder_quantity,
+        &fields.price_cents,
+        &fields.notes,
+    ];
+    resource::create::<Products>(&state, &user, posted, &CREATE, &params).await
 }
 
 /// How products are created: one statement with the key's claim (see

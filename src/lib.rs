@@ -21,8 +21,9 @@
 //! - [`http_server`]: connections: header-read timeout, connection cap, bounded drain.
 //! - [`state`]: [`state::AppState`], what every handler reaches (below routes and data).
 //! - [`resync_gate`]: the cooldown of forced resyncs.
-//! - [`api`]: the HTTP routes and middleware; `api::resource` holds what the resources
-//!   share (get, list, update), `api::writes` the write round trips.
+//! - [`api`]: the HTTP API: `api::routes` (handlers), `api::resource` (what the resources
+//!   share: get, list, create, update, the write round trips, idempotency), `api::request`
+//!   (extractors, validation, paging), `api::middleware` (the layers).
 //!
 //! The sync engine (change stream → SQLite replica) is the separate `auto-order-sync` crate.
 

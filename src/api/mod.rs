@@ -1,45 +1,34 @@
 //! The HTTP API: one route table, shared state, and the layers around every request.
 //!
 //! Routes are served under `/api` and again under `/api/{API_VERSION}`.
-//! - [`health`]: `GET /api/health`, `GET /api/health/db`.
-//! - [`admin`]: `POST /api/admin/resync`, `GET /api/admin/sync` (permission `admin:sync`).
-//! - [`predictions`]: `GET /api/predictions/{productId}`; [`reorders`]: `GET /api/reorders`
-//!   (both read through [`crate::store::history`], computed by [`crate::predict`]).
+//! - [`routes`]: the handlers, a module per group of paths (health, admin, predictions,
+//!   reorders, products, orders).
+//! - [`resource`]: what the resources share: get, list, create, update
+//!   ([`resource::Resource`]), the read path through the cache ([`resource::reads`]), the
+//!   write round trips ([`resource::writes`]) and idempotency keys
+//!   ([`resource::idempotency`]).
+//! - [`request`]: what a handler takes from a request and checks first: extractors,
+//!   validation, paging, and [`require_ready`] / [`ReplicaReady`] (the 503 of data routes
+//!   before the first sync).
+//! - [`middleware`]: the request layers (see [`app`] for their order).
 //! - [`openapi`]: the OpenAPI document and the docs page.
 //! - [`metrics`]: `GET /metrics` (outside `/api`, no auth).
-//! - [`ready`]: [`require_ready`] / [`ReplicaReady`], the 503 of data routes before the
-//!   first sync.
-//! - [`middleware`]: the request layers (see [`app`] for their order).
-//! - [`products`], [`orders`]: the caller's data, CRUD with keyset pagination; shared
-//!   pieces in [`resource`] (get, list, update of any resource), [`extract`], [`validate`],
-//!   [`paging`], [`reads`], [`writes`], [`idempotency`].
 //!
 //! Each resource module exposes `router() -> OpenApiRouter<AppState>` built with
 //! `utoipa_axum::routes!` over `#[utoipa::path]`-annotated handlers, so the OpenAPI document
 //! is generated from the same code that routes requests.
 
-pub mod admin;
-pub mod extract;
-pub mod health;
-pub mod idempotency;
 mod metric_descriptions;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
-pub mod orders;
-pub mod paging;
-pub mod predictions;
-pub mod products;
 #[cfg(test)]
 mod proptests;
-pub mod reads;
-pub mod ready;
-pub mod reorders;
+pub mod request;
 pub mod resource;
-pub mod validate;
-pub mod writes;
+pub mod routes;
 
-pub use ready::{ReplicaReady, require_ready};
+pub use request::ready::{ReplicaReady, require_ready};
 
 use std::time::Duration;
 
@@ -59,12 +48,12 @@ pub use crate::state::{AppState, Services};
 /// The routes under `/api` (and `/api/{API_VERSION}`), with their documentation.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .merge(health::router())
-        .merge(admin::router())
-        .merge(predictions::router())
-        .merge(reorders::router())
-        .merge(products::router())
-        .merge(orders::router())
+        .merge(routes::health::router())
+        .merge(routes::admin::router())
+        .merge(routes::predictions::router())
+        .merge(routes::reorders::router())
+        .merge(routes::products::router())
+        .merge(routes::orders::router())
 }
 
 /// The routes and the OpenAPI document describing them.

@@ -14,13 +14,13 @@ use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
 
-use super::extract::{ApiJson, IdempotencyKey, IfNoneMatch};
-use super::idempotency::HEADER as IDEMPOTENCY_KEY_HEADER;
-use super::orders::{NewOrder, OrderPatch, query_time};
-use super::paging::{MAX_LIMIT, decode_cursor, encode_cursor, limit};
-use super::products::{NewProduct, ProductPatch, ProductView};
-use super::reorders::{MAX_WITHIN_DAYS, within_days};
-use super::validate;
+use super::request::extract::{ApiJson, IdempotencyKey, IfNoneMatch};
+use super::request::paging::{MAX_LIMIT, decode_cursor, encode_cursor, limit};
+use super::request::validate;
+use super::resource::idempotency::HEADER as IDEMPOTENCY_KEY_HEADER;
+use super::routes::orders::{NewOrder, OrderPatch, query_time};
+use super::routes::products::{NewProduct, ProductPatch, ProductView};
+use super::routes::reorders::{MAX_WITHIN_DAYS, within_days};
 use crate::consistency::{SYNC_TOKEN_HEADER, SyncToken};
 use crate::error::ApiError;
 

@@ -28,7 +28,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::api::extract::ApiJson;
+use crate::api::request::extract::ApiJson;
 use crate::error::ApiError;
 use crate::state::AppState;
 

@@ -112,7 +112,7 @@ async fn an_update_dropped_midway_leaves_no_open_transaction_on_a_pooled_connect
     // Act: an update locks the row, then its request is cancelled (the value dropped, as
     // a dropped handler future drops it) before it finishes.
     let client = primary.get().await.unwrap();
-    let locked = auto_order::api::writes::lock_for_update(client, "products", &id, "u")
+    let locked = auto_order::api::resource::writes::lock_for_update(client, "products", &id, "u")
         .await
         .unwrap();
     drop(locked);

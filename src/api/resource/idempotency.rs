@@ -8,7 +8,7 @@
 //! with a different request is refused with 422.
 //!
 //! A create claims its key in the same single statement that inserts the row (see
-//! [`crate::api::writes::create_one`]): the statement reads an earlier use of the key
+//! [`crate::api::resource::writes::create_one`]): the statement reads an earlier use of the key
 //! ([`PRIOR_CTE`]), inserts the row only if there is none, and stores the key with the
 //! row's image and txid ([`CLAIM_CTE`]), so a create with a key is still one round trip. A
 //! concurrent first use with the same key inserts its row too, then waits on the first
@@ -23,7 +23,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use crate::api::AppState;
 use crate::consistency::settle_write;
 use crate::error::ApiError;
 use crate::store::db_error;

@@ -9,7 +9,7 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
-use super::AppState;
+use crate::api::AppState;
 use crate::error::ApiError;
 
 /// `Ok` once the replica serves reads, else the 503 `unavailable` error with `Retry-After`.

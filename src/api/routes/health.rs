@@ -23,7 +23,7 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use crate::api::AppState;
 use crate::auth::{ADMIN_SYNC, AuthUser};
 use crate::error::ApiError;
 

@@ -13,9 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::AppState;
-use super::extract::RowId;
-use super::ready::ReplicaReady;
+use crate::api::AppState;
+use crate::api::request::extract::RowId;
+use crate::api::request::ready::ReplicaReady;
 use crate::auth::AuthUser;
 use crate::consistency::{SyncToken, read_from};
 use crate::error::ApiError;

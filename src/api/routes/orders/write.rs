@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::{NewOrder, OrderFields, OrderPatch, OrderView, Orders, TABLE};
 use crate::api::AppState;
-use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
+use crate::api::request::extract::{ApiJson, IdempotencyKey, RowId};
+use crate::api::resource::writes;
 use crate::api::resource::{self, Posted, Update};
-use crate::api::writes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Row;

@@ -6,8 +6,8 @@ use axum::response::Response;
 
 use super::{ListProducts, ProductView, Products};
 use crate::api::AppState;
-use crate::api::extract::{ApiQuery, IfNoneMatch, RowId};
-use crate::api::paging::Page;
+use crate::api::request::extract::{ApiQuery, IfNoneMatch, RowId};
+use crate::api::request::paging::Page;
 use crate::api::resource::{self, Asked};
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;
@@ -39,7 +39,7 @@ pub async fn list_products(
 ) -> Result<Response, ApiError> {
     let mut filters = Vec::new();
     if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
-        crate::api::validate::storable("q", q)?;
+        crate::api::request::validate::storable("q", q)?;
         filters.push(Filter::Contains("name", crate::store::fold_case(q)));
     }
     let asked = Asked {

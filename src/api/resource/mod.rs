@@ -2,7 +2,11 @@
 //! ([`Resource`]); reading one by id and reading a page (through the read cache, from the
 //! replica or the primary), creating one (with its idempotency key) and updating one (lock,
 //! validate the patch against the current row, write, settle) are written once here, on
-//! [`super::writes`]' round trips.
+//! [`crate::api::resource::writes`]' round trips.
+
+pub mod idempotency;
+pub mod reads;
+pub mod writes;
 
 use auto_order_sync::catalog::Table;
 use axum::Json;
@@ -12,11 +16,10 @@ use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::AppState;
-use super::extract::IfNoneMatch;
-use super::paging;
-use super::reads::{ReadRequest, cached_read};
-use super::writes;
+use crate::api::AppState;
+use crate::api::request::extract::IfNoneMatch;
+use crate::api::request::paging;
+use crate::api::resource::reads::{ReadRequest, cached_read};
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;
 use crate::error::ApiError;
@@ -140,7 +143,7 @@ pub async fn create<R: Resource>(
 ) -> Result<Response, ApiError> {
     let key = posted.key.map(|key| writes::KeyUse {
         key,
-        hash: super::idempotency::request_hash(posted.route, posted.body),
+        hash: crate::api::resource::idempotency::request_hash(posted.route, posted.body),
     });
     let created = writes::create_one(state, how, &user.sub, key, params, posted.path).await?;
     let (row, token) = match created {
@@ -150,7 +153,7 @@ pub async fn create<R: Resource>(
     let view = R::view(&Row::from_json(R::TABLE, &row)?);
     let id = R::order_key(&view).1;
     tracing::info!(user = %user.sub, table = R::TABLE.name, id, "row created");
-    let location = super::idempotency::location(posted.path, id);
+    let location = crate::api::resource::idempotency::location(posted.path, id);
     Ok((StatusCode::CREATED, [token, location], Json(view)).into_response())
 }
 

@@ -113,7 +113,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(super::idempotency::HEADER) else {
+        let Some(value) = parts.headers.get(crate::api::resource::idempotency::HEADER) else {
             return Ok(IdempotencyKey(None));
         };
         match value.to_str() {

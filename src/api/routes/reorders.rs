@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::AppState;
-use super::ready::ReplicaReady;
+use crate::api::AppState;
+use crate::api::request::ready::ReplicaReady;
 use crate::auth::AuthUser;
 use crate::consistency::{SyncToken, read_from};
 use crate::error::ApiError;

@@ -10,8 +10,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::AppState;
-use super::extract::IfNoneMatch;
+use crate::api::AppState;
+use crate::api::request::extract::IfNoneMatch;
 use crate::cache::CachedRead;
 use crate::consistency::{ReadFrom, SyncToken, read_from};
 use crate::error::ApiError;
@@ -38,7 +38,7 @@ where
     F: FnOnce(ReadFrom) -> Fut,
     Fut: Future<Output = Result<V, ApiError>>,
 {
-    super::require_ready(state)?;
+    crate::api::require_ready(state)?;
     let from = read_from(
         &state.sync,
         req.token,

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{ListOrders, OrderView, Orders, query_time};
 use crate::api::AppState;
-use crate::api::extract::{ApiQuery, IfNoneMatch, RowId};
-use crate::api::paging::Page;
+use crate::api::request::extract::{ApiQuery, IfNoneMatch, RowId};
+use crate::api::request::paging::Page;
 use crate::api::resource::{self, Asked};
 use crate::auth::AuthUser;
 use crate::consistency::SyncToken;

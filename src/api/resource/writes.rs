@@ -26,7 +26,7 @@ use axum::response::Response;
 use deadpool_postgres::Object;
 use tokio_postgres::types::ToSql;
 
-use super::AppState;
+use crate::api::AppState;
 use crate::consistency::settle_write;
 use crate::error::ApiError;
 use crate::store::db_error;
@@ -91,7 +91,7 @@ pub async fn create_one(
         unmet,
         view,
     } = *create;
-    use crate::api::idempotency::{self, CLAIM_CTE, PRIOR_COLUMNS, PRIOR_CTE, Prior};
+    use crate::api::resource::idempotency::{self, CLAIM_CTE, PRIOR_COLUMNS, PRIOR_CTE, Prior};
     let client = state.store.primary().get().await?;
     // `insert` is one of the API's own statements, never client input.
     let statement = client

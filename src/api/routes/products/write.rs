@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::{NewProduct, ProductFields, ProductPatch, ProductView, Products, TABLE};
 use crate::api::AppState;
-use crate::api::extract::{ApiJson, IdempotencyKey, RowId};
+use crate::api::request::extract::{ApiJson, IdempotencyKey, RowId};
+use crate::api::resource::writes;
 use crate::api::resource::{self, Posted, Update};
-use crate::api::writes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Row;

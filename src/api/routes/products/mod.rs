@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::validate::{self, double_option, not_null};
+use crate::api::AppState;
+use crate::api::request::validate::{self, double_option, not_null};
 use crate::api::resource::Resource;
 use crate::error::ApiError;
 use crate::store::Row;

@@ -44,7 +44,7 @@ pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<(String, String)>, A
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (time, id) = text.split_once('|').ok_or_else(invalid)?;
-    let time = super::validate::timestamp("cursor", time).map_err(|_| invalid())?;
+    let time = crate::api::request::validate::timestamp("cursor", time).map_err(|_| invalid())?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
     Ok(Some((
         auto_order_sync::decode::format_timestamp(time),

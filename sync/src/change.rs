@@ -8,8 +8,9 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
+
 use crate::catalog::Table;
-use crate::handle::ResyncReason;
 use crate::history::{Digest64, Window};
 use crate::rows::RowBlock;
 
@@ -195,4 +196,44 @@ pub struct Applied {
     pub touched: BTreeSet<(&'static str, String)>,
     /// The replica's cursor as committed with the batch.
     pub state: ReplicaState,
+}
+
+/// Why a replica was (or is being) rebuilt from a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResyncReason {
+    /// No replica yet (first start, or a new volume).
+    EmptyReplica,
+    /// An operator asked for it.
+    Requested,
+    /// The cursor is older than the primary's prune point.
+    Pruned,
+    /// The primary is not the one the replica was built from (restored or replaced).
+    PrimaryChanged,
+    /// The primary's history forked from the one the replica applied (a failover to a
+    /// standby that lacked commits, a point-in-time restore): converge to the new one.
+    Forked,
+    /// This binary added columns to an older replica file; a merge fills them.
+    SchemaUpgrade,
+}
+
+/// The primary session whose open transaction holds the horizon.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HorizonHolder {
+    pub pid: Option<i32>,
+    pub application_name: Option<String>,
+    pub database: Option<String>,
+    pub state: Option<String>,
+    pub transaction_age_s: Option<f64>,
+    /// A prepared (two-phase) transaction's global id, when that is what holds it.
+    pub prepared_gid: Option<String>,
+}
+
+/// What the engine is pulling from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Upstream {
+    #[default]
+    Primary,
+    Standby,
 }

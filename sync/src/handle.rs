@@ -10,26 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast, watch};
 
+pub use crate::change::{HorizonHolder, ResyncReason};
 use crate::replica::Replica;
-
-/// Why a replica was (or is being) rebuilt from a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResyncReason {
-    /// No replica yet (first start, or a new volume).
-    EmptyReplica,
-    /// An operator asked for it.
-    Requested,
-    /// The cursor is older than the primary's prune point.
-    Pruned,
-    /// The primary is not the one the replica was built from (restored or replaced).
-    PrimaryChanged,
-    /// The primary's history forked from the one the replica applied (a failover to a
-    /// standby that lacked commits, a point-in-time restore): converge to the new one.
-    Forked,
-    /// This binary added columns to an older replica file; a merge fills them.
-    SchemaUpgrade,
-}
 
 /// What the engine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -111,18 +93,6 @@ pub struct ForkInfo {
     pub txids: (u64, u64),
     pub replica_changes: u64,
     pub primary_changes: u64,
-}
-
-/// The primary session whose open transaction holds the horizon.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct HorizonHolder {
-    pub pid: Option<i32>,
-    pub application_name: Option<String>,
-    pub database: Option<String>,
-    pub state: Option<String>,
-    pub transaction_age_s: Option<f64>,
-    /// A prepared (two-phase) transaction's global id, when that is what holds it.
-    pub prepared_gid: Option<String>,
 }
 
 impl SyncStatus {

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
+pub use crate::change::Upstream;
 use crate::engine::upstream::{self, Connected};
 use crate::error::SyncError;
 use crate::pg::PgConnector;
@@ -36,15 +37,6 @@ use crate::pg::session::PgSession;
 
 /// How long the engine stays on the primary after the standby failed it.
 pub const FALLBACK_HOLD: Duration = Duration::from_secs(60);
-
-/// What the engine is pulling from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Upstream {
-    #[default]
-    Primary,
-    Standby,
-}
 
 /// The settings of a standby source.
 #[derive(Debug, Clone)]

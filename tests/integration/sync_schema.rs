@@ -60,6 +60,17 @@ async fn an_additive_migration_on_the_primary_does_not_stop_a_running_edge() {
     edge.stop().await;
     let edge = TestEdge::start(&db.url, dir.path(), fast_config()).await;
     edge.catch_up(&db).await;
+    // The replica was already caught up: wait for the connect (and its schema check) itself.
+    let handle = edge.handle.clone();
+    crate::support::wait_until(
+        "the restarted edge streams",
+        Duration::from_secs(30),
+        || {
+            let phase = handle.status().phase;
+            async move { phase == auto_order_sync::handle::Phase::Streaming }
+        },
+    )
+    .await;
     let status = edge.handle.status();
     assert_eq!(
         status.primary_schema_newer,

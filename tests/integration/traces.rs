@@ -182,8 +182,12 @@ async fn a_write_and_a_read_are_traces_from_the_callers_span_to_the_primary_and_
     let handing_span = state.split('-').nth(2).unwrap().to_owned();
 
     // Assert: the write's trace
+    // A parent ends after its children, and spans leave in the order they end: once the
+    // executed request's span is in, the spans beneath it are too.
     let write = receiver
-        .wait_for(TRACE, "primary.create", |s| s.name == "primary.create")
+        .wait_for(TRACE, "the executed request", |s| {
+            s.name == "POST /api/products" && s.parent_span_id == handing_span
+        })
         .await;
     let first = write
         .iter()
@@ -219,7 +223,9 @@ async fn a_write_and_a_read_are_traces_from_the_callers_span_to_the_primary_and_
 
     // Assert: the read's trace (the write invalidated the cache: a replica read)
     let reading = receiver
-        .wait_for(READ_TRACE, "replica.query", |s| s.name == "replica.query")
+        .wait_for(READ_TRACE, "the read's request", |s| {
+            s.name == "GET /api/products"
+        })
         .await;
     let request = named(&reading, "GET /api/products");
     let read_span = named(&reading, "read");

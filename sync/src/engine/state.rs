@@ -4,8 +4,8 @@
 //! [`State::Connecting`] (any error, a standby to leave) drops the session, the prefetched
 //! batch and the cursor together.
 
+use crate::change::ResyncReason;
 use crate::change::{Pulled, ReplicaState};
-use crate::handle::ResyncReason;
 
 pub(crate) enum State<S> {
     /// No connection: the next step connects.

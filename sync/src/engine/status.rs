@@ -8,7 +8,7 @@ use chrono::{TimeZone, Utc};
 
 use super::upstream::Session;
 use super::{Applier, Engine, Upstream};
-use crate::handle::HorizonHolder;
+use crate::change::HorizonHolder;
 
 /// Pulls remembered for the staleness; older ones are thinned out.
 const OBSERVATIONS: usize = 256;

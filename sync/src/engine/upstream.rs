@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::change::Upstream as Server;
 use crate::change::{HistoryCheck, PrimaryView, PullFrom, PullOutcome, SnapshotItem};
+use crate::change::{HorizonHolder, ResyncReason};
 use crate::error::SyncError;
-use crate::handle::{HorizonHolder, ResyncReason};
 use crate::history::Window;
-use crate::source::Upstream as Server;
 
 /// A fresh session, and what the upstream's schema has that this binary does not replicate
 /// (`table.column` or `table`, sorted; a destructive difference is a fatal error instead).

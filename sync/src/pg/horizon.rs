@@ -8,8 +8,8 @@
 
 use tokio_postgres::Client;
 
+use crate::change::HorizonHolder;
 use crate::error::SyncError;
-use crate::handle::HorizonHolder;
 
 /// The session or prepared transaction whose txid is `xmin`, as far as the role may see
 /// (`pg_stat_activity` hides other roles' details unless the role has `pg_read_all_stats`).

@@ -18,9 +18,9 @@ use tokio_postgres::{Client, Row, Statement};
 
 use super::{VIEW_SQL, view_from_row};
 use crate::change::PrimaryView;
+use crate::change::ResyncReason;
 pub use crate::change::{Op, PullFrom, PullOutcome, Pulled, RawChange, RowImage};
 use crate::error::SyncError;
-use crate::handle::ResyncReason;
 
 /// The columns of a change as read. Aliased so that `order by c.txid` below sorts by the
 /// indexed `xid8` column, not by this bigint rendering (an unqualified `txid` in ORDER BY

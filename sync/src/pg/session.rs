@@ -10,9 +10,9 @@ use super::schema::check_primary_schema;
 use super::snapshot::copy_snapshot;
 use super::verify::check_history;
 use crate::change::{HistoryCheck, PrimaryView, PullFrom, PullOutcome, SnapshotItem};
+use crate::change::{HorizonHolder, ResyncReason};
 use crate::engine::upstream::{Connected, Session};
 use crate::error::SyncError;
-use crate::handle::{HorizonHolder, ResyncReason};
 use crate::history::Window;
 
 /// A connected client with the pull's statements prepared on it.

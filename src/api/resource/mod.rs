@@ -10,7 +10,9 @@ pub mod writes;
 
 use auto_order_sync::catalog::Table;
 use axum::Json;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
@@ -20,7 +22,7 @@ use crate::api::AppState;
 use crate::api::request::extract::IfNoneMatch;
 use crate::api::request::paging;
 use crate::api::resource::reads::{ReadRequest, cached_read};
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Authenticator};
 use crate::consistency::SyncToken;
 use crate::error::ApiError;
 use crate::store::{Filter, Row, Select, db_error};
@@ -37,27 +39,51 @@ pub trait Resource {
     fn order_key(view: &Self::View) -> (&str, &str);
 }
 
-/// How a read was asked for: by whom, with which token and entity tag.
-pub struct Asked<'a> {
-    pub user: &'a AuthUser,
+/// How a read was asked for: by whom (401 first), with which token and entity tag. One
+/// extractor for the three every read of a resource takes.
+pub struct Asked {
+    pub user: AuthUser,
     pub token: SyncToken,
-    pub if_none_match: &'a IfNoneMatch,
+    pub if_none_match: IfNoneMatch,
 }
 
-impl<'a> Asked<'a> {
-    fn request(&self) -> ReadRequest<'a> {
+impl Asked {
+    fn request(&self) -> ReadRequest<'_> {
         ReadRequest {
             owner: &self.user.sub,
             token: self.token,
-            if_none_match: self.if_none_match,
+            if_none_match: &self.if_none_match,
         }
+    }
+}
+
+impl<S> FromRequestParts<S> for Asked
+where
+    Authenticator: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let user = AuthUser::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let token = SyncToken::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Ok(if_none_match) = IfNoneMatch::from_request_parts(parts, state).await;
+        Ok(Asked {
+            user,
+            token,
+            if_none_match,
+        })
     }
 }
 
 /// The caller's row `id`, or 404.
 pub async fn get_one<R: Resource>(
     state: &AppState,
-    asked: Asked<'_>,
+    asked: Asked,
     id: Uuid,
 ) -> Result<Response, ApiError> {
     let select = Select {
@@ -90,7 +116,7 @@ pub async fn get_one<R: Resource>(
 /// first; `limit` and `cursor` as the query gave them.
 pub async fn list<R: Resource>(
     state: &AppState,
-    asked: Asked<'_>,
+    asked: Asked,
     limit: Option<i64>,
     cursor: Option<&str>,
     filters: Vec<Filter>,

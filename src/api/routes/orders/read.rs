@@ -7,11 +7,9 @@ use uuid::Uuid;
 
 use super::{ListOrders, OrderView, Orders, query_time};
 use crate::api::AppState;
-use crate::api::request::extract::{ApiQuery, IfNoneMatch, RowId};
+use crate::api::request::extract::{ApiQuery, RowId};
 use crate::api::request::paging::Page;
 use crate::api::resource::{self, Asked};
-use crate::auth::AuthUser;
-use crate::consistency::SyncToken;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Filter;
 
@@ -33,9 +31,7 @@ use crate::store::Filter;
     ))]
 pub async fn list_orders(
     State(state): State<AppState>,
-    user: AuthUser,
-    token: SyncToken,
-    if_none_match: IfNoneMatch,
+    asked: Asked,
     ApiQuery(query): ApiQuery<ListOrders>,
 ) -> Result<Response, ApiError> {
     let mut filters = Vec::new();
@@ -49,11 +45,6 @@ pub async fn list_orders(
     if let Some(to) = &query.to {
         filters.push(Filter::Before("ordered_at", query_time("to", to)?));
     }
-    let asked = Asked {
-        user: &user,
-        token,
-        if_none_match: &if_none_match,
-    };
     resource::list::<Orders>(&state, asked, query.limit, query.cursor.as_deref(), filters).await
 }
 
@@ -75,15 +66,8 @@ pub async fn list_orders(
     ))]
 pub async fn get_order(
     State(state): State<AppState>,
-    user: AuthUser,
-    token: SyncToken,
-    if_none_match: IfNoneMatch,
+    asked: Asked,
     RowId(id): RowId,
 ) -> Result<Response, ApiError> {
-    let asked = Asked {
-        user: &user,
-        token,
-        if_none_match: &if_none_match,
-    };
     resource::get_one::<Orders>(&state, asked, id).await
 }

@@ -6,11 +6,9 @@ use axum::response::Response;
 
 use super::{ListProducts, ProductView, Products};
 use crate::api::AppState;
-use crate::api::request::extract::{ApiQuery, IfNoneMatch, RowId};
+use crate::api::request::extract::{ApiQuery, RowId};
 use crate::api::request::paging::Page;
 use crate::api::resource::{self, Asked};
-use crate::auth::AuthUser;
-use crate::consistency::SyncToken;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::Filter;
 
@@ -32,9 +30,7 @@ use crate::store::Filter;
     ))]
 pub async fn list_products(
     State(state): State<AppState>,
-    user: AuthUser,
-    token: SyncToken,
-    if_none_match: IfNoneMatch,
+    asked: Asked,
     ApiQuery(query): ApiQuery<ListProducts>,
 ) -> Result<Response, ApiError> {
     let mut filters = Vec::new();
@@ -42,11 +38,6 @@ pub async fn list_products(
         crate::api::request::validate::storable("q", q)?;
         filters.push(Filter::Contains("name", crate::store::fold_case(q)));
     }
-    let asked = Asked {
-        user: &user,
-        token,
-        if_none_match: &if_none_match,
-    };
     resource::list::<Products>(&state, asked, query.limit, query.cursor.as_deref(), filters).await
 }
 
@@ -68,15 +59,8 @@ pub async fn list_products(
     ))]
 pub async fn get_product(
     State(state): State<AppState>,
-    user: AuthUser,
-    token: SyncToken,
-    if_none_match: IfNoneMatch,
+    asked: Asked,
     RowId(id): RowId,
 ) -> Result<Response, ApiError> {
-    let asked = Asked {
-        user: &user,
-        token,
-        if_none_match: &if_none_match,
-    };
     resource::get_one::<Products>(&state, asked, id).await
 }

@@ -20,7 +20,7 @@ pub async fn run(
     key_ttl: Duration,
 ) -> Housekeeping {
     let pruned = prune_changes(client, retention).await;
-    let expired_keys = crate::api::resource::idempotency::expire_keys(client, key_ttl).await;
+    let expired_keys = crate::store::idempotency::expire_keys(client, key_ttl).await;
     Housekeeping {
         pruned,
         expired_keys,

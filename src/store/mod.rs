@@ -8,6 +8,7 @@
 //!   [`Store::fetch`], which runs it where [`ReadFrom`] says.
 //! - [`row`]: [`Row`], one row as the replica stores it.
 //! - [`history`]: a user's purchase histories for predictions and reorders.
+//! - [`idempotency`]: the idempotency keys' statements (claim, prior use, expiry).
 //! - [`primary`]: the primary's pool, its read budget, and the mapping of Postgres failures
 //!   to the API.
 //!
@@ -16,6 +17,7 @@
 
 mod error;
 pub mod history;
+pub mod idempotency;
 pub mod primary;
 pub mod row;
 pub mod select;

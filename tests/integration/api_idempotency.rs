@@ -92,7 +92,7 @@ async fn an_expired_idempotency_key_is_forgotten_and_a_fresh_one_still_replays()
         .unwrap();
 
     // Act
-    let expired = auto_order::api::resource::idempotency::expire_keys(
+    let expired = auto_order::store::idempotency::expire_keys(
         &client,
         std::time::Duration::from_secs(24 * 3600),
     )

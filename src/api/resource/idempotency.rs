@@ -9,14 +9,16 @@
 //!
 //! A create claims its key in the same single statement that inserts the row (see
 //! [`crate::api::resource::writes::create_one`]): the statement reads an earlier use of the key
-//! ([`PRIOR_CTE`]), inserts the row only if there is none, and stores the key with the
-//! row's image and txid ([`CLAIM_CTE`]), so a create with a key is still one round trip. A
+//! (`PRIOR_CTE`), inserts the row only if there is none, and stores the key with the
+//! row's image and txid (`CLAIM_CTE`), so a create with a key is still one round trip. A
 //! concurrent first use with the same key inserts its row too, then waits on the first
 //! one's key and fails on its uniqueness: that statement rolls back whole, and the request
-//! replays the first one's response ([`is_concurrent_claim`]).
+//! replays the first one's response (`is_concurrent_claim`). Those statements are the data
+//! layer's ([`crate::store::idempotency`]); this module is what a prior use means to a
+//! client.
 //!
 //! Keys expire: the primary-region instance deletes keys older than `IDEMPOTENCY_KEY_TTL`
-//! (24 h by default) every hour ([`expire_keys`]). A retry after that is a new create, as
+//! (24 h by default) every hour ([`crate::store::idempotency::expire_keys`]). A retry after that is a new create, as
 //! with Stripe's keys; without expiry the table would grow with every create forever.
 
 use axum::Json;
@@ -26,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::AppState;
 use crate::consistency::settle_write;
 use crate::error::ApiError;
-use crate::store::db_error;
+use crate::store::idempotency::Prior;
 
 /// The header the key arrives in.
 pub const HEADER: &str = "Idempotency-Key";
@@ -54,41 +56,7 @@ impl StoredResponse {
     }
 }
 
-/// Reads an earlier use of the key (`$1` owner, `$2` key, null for none) as `prior`.
-pub const PRIOR_CTE: &str = "prior as (
-        select request_hash, status, response, sync_token from idempotency_keys
-         where $2::text is not null and owner_id = $1 and key = $2)";
-
-/// Stores the key (`$3` the request hash) with the row image of `ins` and this txid.
-pub const CLAIM_CTE: &str = "claim as (
-        insert into idempotency_keys
-               (owner_id, key, request_hash, status, response, resource_id, sync_token)
-        select $1, $2, $3, 201, to_jsonb(ins.*), ins.id, pg_current_xact_id()::text::bigint
-          from ins where $2::text is not null)";
-
-/// The `prior` columns a create's statement returns after its own two.
-pub const PRIOR_COLUMNS: &str = "(select request_hash from prior), (select status from prior),
-        (select response from prior), (select sync_token from prior)";
-
-/// An earlier use of a key, as stored.
-pub struct Prior {
-    request_hash: String,
-    status: Option<i32>,
-    response: Option<serde_json::Value>,
-    sync_token: Option<i64>,
-}
-
 impl Prior {
-    /// The prior use in `row`'s columns from `at` on ([`PRIOR_COLUMNS`]), if there is one.
-    pub fn from_columns(row: &tokio_postgres::Row, at: usize) -> Option<Prior> {
-        Some(Prior {
-            request_hash: row.get::<_, Option<String>>(at)?,
-            status: row.get(at + 1),
-            response: row.get(at + 2),
-            sync_token: row.get(at + 3),
-        })
-    }
-
     /// What to answer a request with `hash` that found this earlier use: its response, or
     /// 422 (another request) or 409 (still in progress, from an older binary's create).
     pub fn judge(self, hash: &str) -> Result<StoredResponse, ApiError> {
@@ -111,34 +79,6 @@ impl Prior {
     }
 }
 
-/// Whether `err` is a create losing the race for its key to a concurrent first use.
-pub fn is_concurrent_claim(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| {
-        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-            && db.constraint() == Some("idempotency_keys_pkey")
-    })
-}
-
-/// The earlier use of `key` by `owner`, read after losing the race for it.
-pub async fn fetch_prior(
-    client: &deadpool_postgres::Object,
-    owner: &str,
-    key: &str,
-) -> Result<Option<Prior>, ApiError> {
-    let select = client
-        .prepare_cached(
-            "select request_hash, status, response, sync_token from idempotency_keys
-              where owner_id = $1 and key = $2",
-        )
-        .await
-        .map_err(db_error)?;
-    let row = client
-        .query_opt(&select, &[&owner, &key])
-        .await
-        .map_err(db_error)?;
-    Ok(row.as_ref().and_then(|r| Prior::from_columns(r, 0)))
-}
-
 /// The `Location` of the row `id` created by a `POST` to `collection` (e.g. `/api/products`
 /// or `/api/v1/products`: the path the client used).
 pub fn location(collection: &str, id: &str) -> (&'static str, HeaderValue) {
@@ -154,20 +94,6 @@ pub fn request_hash(route: &str, body: &serde_json::Value) -> String {
         format!("{route}\n{body}").as_bytes(),
     );
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Deletes the keys created more than `older_than` ago; returns how many went. A create
-/// still in progress holds its key uncommitted, so it is never touched.
-pub async fn expire_keys(
-    client: &tokio_postgres::Client,
-    older_than: std::time::Duration,
-) -> Result<u64, tokio_postgres::Error> {
-    client
-        .execute(
-            "delete from idempotency_keys where created_at < now() - make_interval(secs => $1)",
-            &[&older_than.as_secs_f64()],
-        )
-        .await
 }
 
 /// The original response again, with its sync token (settled like a fresh write) and, for a

@@ -91,7 +91,10 @@ pub async fn create_one(
         unmet,
         view,
     } = *create;
-    use crate::api::resource::idempotency::{self, CLAIM_CTE, PRIOR_COLUMNS, PRIOR_CTE, Prior};
+    use crate::api::resource::idempotency;
+    use crate::store::idempotency::{
+        CLAIM_CTE, PRIOR_COLUMNS, PRIOR_CTE, Prior, fetch_prior, is_concurrent_claim,
+    };
     let client = state.store.primary().get().await?;
     // `insert` is one of the API's own statements, never client input.
     let statement = client
@@ -121,8 +124,8 @@ pub async fn create_one(
             }
             None => Prior::from_columns(&row, 2),
         },
-        Err(e) if idempotency::is_concurrent_claim(&e) => {
-            idempotency::fetch_prior(&client, owner, key_text.unwrap_or_default()).await?
+        Err(e) if is_concurrent_claim(&e) => {
+            fetch_prior(&client, owner, key_text.unwrap_or_default()).await?
         }
         Err(e) => return Err(db_error(e)),
     };
